@@ -1,0 +1,343 @@
+"""The `hydraguard` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+import typer
+
+from hydraguard import config as config_module
+from hydraguard.accounts.models import AccountStatus
+from hydraguard.accounts.registry import RegistryError
+from hydraguard.decide.model import Decision, DecisionType, ScopeKind
+from hydraguard.events import log as event_log
+from hydraguard.limits.policy import LimitSet
+
+app = typer.Typer(help="hydraguard: protect an LLM API against model-extraction campaigns.", no_args_is_help=True)
+orgs_app = typer.Typer(help="Organizations.", no_args_is_help=True)
+accounts_app = typer.Typer(help="Accounts.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys: issue, list, rotate, revoke.", no_args_is_help=True)
+decisions_app = typer.Typer(help="Decisions the gateway enforces.", no_args_is_help=True)
+events_app = typer.Typer(help="The request event log.", no_args_is_help=True)
+app.add_typer(orgs_app, name="orgs")
+app.add_typer(accounts_app, name="accounts")
+app.add_typer(keys_app, name="keys")
+app.add_typer(decisions_app, name="decisions")
+app.add_typer(events_app, name="events")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Config file (default: $HYDRAGUARD_CONFIG or ./hydraguard.toml)."),
+]
+_state: dict[str, Path | None] = {"config": None}
+
+
+@app.callback()
+def main(config: ConfigOption = None) -> None:
+    _state["config"] = config
+
+
+def _settings() -> config_module.Settings:
+    try:
+        return config_module.load(_state["config"])
+    except config_module.ConfigError as exc:
+        _fail(str(exc))
+    except ValueError as exc:  # pydantic's validation errors
+        _fail(f"invalid configuration: {exc}")
+
+
+def _registry():  # type: ignore[no-untyped-def]
+    from hydraguard.gateway.build import open_registry
+
+    try:
+        return open_registry(_settings())
+    except config_module.ConfigError as exc:
+        _fail(str(exc))
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _print(data: Any) -> None:
+    typer.echo(msgspec.json.encode(data).decode())
+
+
+# -- set-up and serving --------------------------------------------------------------------------------
+@app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="Where to write the config.")] = Path("hydraguard.toml"),
+) -> None:
+    """Write a commented starter config with a fresh server secret."""
+    try:
+        written = config_module.write_starter(path)
+    except config_module.ConfigError as exc:
+        _fail(str(exc))
+    typer.echo(f"wrote {written} (keep it private: it holds the server secret)")
+
+
+@app.command()
+def serve(
+    upstream: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL to protect.")] = None,
+    host: Annotated[str | None, typer.Option()] = None,
+    port: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """Run the gateway in front of an upstream model server."""
+    import uvicorn
+
+    from hydraguard import logs
+    from hydraguard.gateway.build import build_gateway
+
+    settings = _settings()
+    if upstream:
+        settings.server.upstream = upstream.rstrip("/")
+    if host:
+        settings.server.host = host
+    if port is not None:
+        settings.server.port = port
+    logs.configure(settings.logging.level, settings.logging.json_format)
+    try:
+        gateway = build_gateway(settings)
+    except config_module.ConfigError as exc:
+        _fail(str(exc))
+    uvicorn.run(
+        gateway,
+        host=settings.server.host,
+        port=settings.server.port,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+    )
+
+
+@app.command("mock-upstream")
+def mock_upstream(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+) -> None:
+    """Run the built-in deterministic OpenAI-compatible model server (for trying hydraguard out)."""
+    import uvicorn
+
+    from hydraguard.sim.upstream import app as upstream_app
+
+    uvicorn.run(upstream_app, host=host, port=port, loop="uvloop", http="httptools", access_log=False)
+
+
+# -- orgs and accounts -----------------------------------------------------------------------------------
+@orgs_app.command("create")
+def orgs_create(name: str, tier: Annotated[str, typer.Option()] = "free") -> None:
+    _check_tier(tier)
+    _print(_registry().create_org(name, tier))
+
+
+@orgs_app.command("list")
+def orgs_list() -> None:
+    for org in _registry().list_orgs():
+        _print(org)
+
+
+def _check_tier(tier: str) -> None:
+    tiers = _settings().tiers
+    if tier not in tiers:
+        _fail(f"unknown tier {tier!r}; the config defines {', '.join(sorted(tiers))}")
+
+
+@accounts_app.command("create")
+def accounts_create(
+    org: Annotated[str, typer.Option(help="Org id.")],
+    tier: Annotated[str, typer.Option()] = "free",
+    email_domain: Annotated[str | None, typer.Option()] = None,
+    signup_ip: Annotated[str | None, typer.Option()] = None,
+    payment_method: Annotated[
+        str | None,
+        typer.Option(help="Payment-method fingerprint from the payment provider; stored only as a keyed hash."),
+    ] = None,
+) -> None:
+    _check_tier(tier)
+    try:
+        account = _registry().create_account(
+            org, tier=tier, email_domain=email_domain, signup_ip=signup_ip, payment_method=payment_method
+        )
+    except RegistryError as exc:
+        _fail(str(exc))
+    _print(account)
+
+
+@accounts_app.command("list")
+def accounts_list(org: Annotated[str | None, typer.Option()] = None) -> None:
+    for account in _registry().list_accounts(org):
+        _print(account)
+
+
+@accounts_app.command("set")
+def accounts_set(
+    account_id: str,
+    status: Annotated[AccountStatus | None, typer.Option()] = None,
+    tier: Annotated[str | None, typer.Option()] = None,
+    rpm: Annotated[int | None, typer.Option(min=1, help="Override: requests per minute.")] = None,
+    tpm: Annotated[int | None, typer.Option(min=1, help="Override: tokens per minute.")] = None,
+    tpd: Annotated[int | None, typer.Option(min=1, help="Override: tokens per day.")] = None,
+    concurrency: Annotated[int | None, typer.Option(min=1, help="Override: concurrent requests.")] = None,
+    clear_overrides: Annotated[bool, typer.Option(help="Remove every per-account override.")] = False,
+) -> None:
+    """Change an account's status, tier or limit overrides."""
+    if tier is not None:
+        _check_tier(tier)
+    registry = _registry()
+    overrides = None
+    if any(v is not None for v in (rpm, tpm, tpd, concurrency)):
+        try:
+            current = registry.get_account(account_id).limit_overrides or LimitSet()
+        except RegistryError as exc:
+            _fail(str(exc))
+        overrides = current.merged(LimitSet(rpm=rpm, tpm=tpm, tpd=tpd, concurrency=concurrency))
+    try:
+        account = registry.update_account(
+            account_id, status=status, tier=tier, limit_overrides=overrides, clear_overrides=clear_overrides
+        )
+    except RegistryError as exc:
+        _fail(str(exc))
+    _print(account)
+
+
+# -- keys --------------------------------------------------------------------------------------------------
+@keys_app.command("issue")
+def keys_issue(account_id: str) -> None:
+    """Issue a key. The key is printed once and never stored."""
+    try:
+        record, plaintext = _registry().issue_key(account_id)
+    except RegistryError as exc:
+        _fail(str(exc))
+    _print({"key": plaintext, **msgspec.structs.asdict(record)})
+
+
+@keys_app.command("list")
+def keys_list(account: Annotated[str | None, typer.Option(help="Account id.")] = None) -> None:
+    for key in _registry().list_keys(account):
+        _print(key)
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    key_id: str,
+    grace: Annotated[float, typer.Option(min=0, help="Seconds the old key keeps working.")] = 0.0,
+) -> None:
+    """Issue a successor key and retire the old one (now, or after a grace period)."""
+    try:
+        record, plaintext = _registry().rotate_key(key_id, grace=grace)
+    except RegistryError as exc:
+        _fail(str(exc))
+    _print({"key": plaintext, **msgspec.structs.asdict(record), "replaces": key_id})
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str) -> None:
+    try:
+        _print(_registry().revoke_key(key_id))
+    except RegistryError as exc:
+        _fail(str(exc))
+
+
+# -- decisions -----------------------------------------------------------------------------------------------
+def _decision_store():  # type: ignore[no-untyped-def]
+    from hydraguard.gateway.build import build_decision_store
+
+    settings = _settings()
+    return build_decision_store(settings, _registry())
+
+
+@decisions_app.command("add")
+def decisions_add(
+    type: Annotated[DecisionType, typer.Option("--type")],
+    scope: Annotated[ScopeKind, typer.Option()],
+    value: Annotated[str, typer.Option(help="Key id, account id, group id, IP address or CIDR.")],
+    reason: Annotated[str, typer.Option()],
+    ttl: Annotated[float | None, typer.Option(min=1, help="Seconds until it expires (default: never).")] = None,
+    rpm: Annotated[int | None, typer.Option(min=1, help="Throttle: requests per minute.")] = None,
+    tpm: Annotated[int | None, typer.Option(min=1, help="Throttle: tokens per minute.")] = None,
+    tpd: Annotated[int | None, typer.Option(min=1, help="Throttle: tokens per day.")] = None,
+    concurrency: Annotated[int | None, typer.Option(min=1, help="Throttle: concurrent requests.")] = None,
+    profile: Annotated[str | None, typer.Option(help="Degrade: the output-controls profile.")] = None,
+) -> None:
+    limits = LimitSet(rpm=rpm, tpm=tpm, tpd=tpd, concurrency=concurrency)
+    try:
+        decision = Decision(
+            type=type,
+            scope=scope,
+            value=value,
+            reason=reason,
+            source="cli",
+            expires_at=time.time() + ttl if ttl else None,
+            limits=limits if limits != LimitSet() else None,
+            profile=profile,
+        )
+    except ValueError as exc:
+        _fail(str(exc))
+    _print(asyncio.run(_decision_store().add(decision)))
+
+
+@decisions_app.command("list")
+def decisions_list() -> None:
+    for decision in asyncio.run(_decision_store().list()):
+        _print(decision)
+
+
+@decisions_app.command("remove")
+def decisions_remove(decision_id: str) -> None:
+    if not asyncio.run(_decision_store().remove(decision_id)):
+        _fail(f"no decision {decision_id!r}")
+    typer.echo(f"removed {decision_id}")
+
+
+@decisions_app.command("group")
+def decisions_group(group_id: str, account_ids: list[str]) -> None:
+    """Make the accounts one group (they then share the group budget)."""
+    asyncio.run(_decision_store().set_group(group_id, account_ids))
+    typer.echo(f"group {group_id}: {len(account_ids)} accounts")
+
+
+# -- events ----------------------------------------------------------------------------------------------------
+@events_app.command("tail")
+def events_tail(
+    lines: Annotated[int, typer.Option("-n", min=1, help="How many of the latest events.")] = 20,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events.")] = False,
+) -> None:
+    """Print the latest events as JSON lines."""
+    directory = _settings().events.dir
+    table = event_log.read_table(directory)
+    for row in table.slice(max(0, table.num_rows - lines)).to_pylist():
+        typer.echo(json.dumps(row))
+    seen = {p: event_log.read_segment(p).num_rows for p in event_log.segments(directory)}
+    while follow:
+        time.sleep(1.0)
+        for path in event_log.segments(directory):
+            segment = event_log.read_segment(path)
+            for row in segment.slice(seen.get(path, 0)).to_pylist():
+                typer.echo(json.dumps(row))
+            seen[path] = segment.num_rows
+        sys.stdout.flush()
+
+
+@events_app.command("export")
+def events_export(
+    out: Annotated[Path, typer.Option(help="Output file.")],
+    format: Annotated[str, typer.Option("--format", help="parquet")] = "parquet",
+) -> None:
+    """Export the whole event log to one file."""
+    if format != "parquet":
+        _fail(f"unsupported format {format!r}; supported: parquet")
+    rows = event_log.export_parquet(_settings().events.dir, out)
+    typer.echo(f"exported {rows} events to {out}")
+
+
+if __name__ == "__main__":
+    app()

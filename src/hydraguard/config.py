@@ -1,0 +1,173 @@
+"""Configuration: one TOML file, every value overridable by environment variables.
+
+`HYDRAGUARD_CONFIG` names the file (default `hydraguard.toml`); `HYDRAGUARD_<SECTION>__<KEY>`
+overrides one value, e.g. `HYDRAGUARD_SERVER__PORT=9000`. `hydraguard init` writes a commented
+starter file with a fresh secret.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from hydraguard.limits.policy import LimitSet
+
+DEFAULT_PATH = "hydraguard.toml"
+
+
+class Limits(BaseModel):
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+    tpd: int | None = Field(default=None, gt=0)
+    concurrency: int | None = Field(default=None, gt=0)
+
+    def to_set(self) -> LimitSet:
+        return LimitSet(rpm=self.rpm, tpm=self.tpm, tpd=self.tpd, concurrency=self.concurrency)
+
+
+class Tier(BaseModel):
+    account: Limits = Limits()
+    key: Limits = Limits()
+    org: Limits = Limits()
+
+
+def _default_tiers() -> dict[str, Tier]:
+    return {
+        "free": Tier(
+            account=Limits(rpm=60, tpm=40_000, tpd=1_000_000, concurrency=4),
+            org=Limits(rpm=120, tpm=80_000, tpd=2_000_000, concurrency=8),
+        ),
+        "standard": Tier(
+            account=Limits(rpm=600, tpm=400_000, tpd=20_000_000, concurrency=32),
+            org=Limits(rpm=3_000, tpm=2_000_000, tpd=100_000_000, concurrency=128),
+        ),
+        "enterprise": Tier(
+            account=Limits(rpm=6_000, tpm=4_000_000, tpd=400_000_000, concurrency=256),
+            org=Limits(rpm=30_000, tpm=20_000_000, tpd=2_000_000_000, concurrency=1_024),
+        ),
+    }
+
+
+class ServerConfig(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    upstream: str = "http://127.0.0.1:8000/v1"
+    upstream_api_key: str = ""  # sent to the upstream instead of the client's key, if it needs one
+    upstream_connect_timeout: float = Field(default=5.0, gt=0)
+    upstream_timeout: float = Field(default=600.0, gt=0)  # whole request, streams included
+    secret: str = ""  # HMAC key for API-key hashes and personal-data fingerprints
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    max_header_bytes: int = Field(default=16 * 1024, gt=0)
+    trusted_proxies: list[str] = []  # CIDRs whose X-Forwarded-For is believed
+    default_max_tokens: int = Field(default=4_096, gt=0)  # reserved when a request sets none
+    verification_url: str = "https://example.com/verify"
+
+    @field_validator("upstream")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+
+class RegistryConfig(BaseModel):
+    url: str = "sqlite:///hydraguard-data/registry.db"
+
+
+class BackendConfig(BaseModel):
+    kind: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "hg:"
+    redis_timeout: float = Field(default=0.25, gt=0)
+    on_redis_error: Literal["open", "closed"] = "closed"
+    decision_refresh_interval: float = Field(default=0.25, gt=0)
+    memory_max_keys: int = Field(default=2_000_000, gt=0)
+
+
+class EventsConfig(BaseModel):
+    dir: str = "hydraguard-data/events"
+    flush_interval: float = Field(default=1.0, gt=0)
+    keep_prompt_text: bool = False
+    prompt_text_max_chars: int = Field(default=2_000, gt=0)
+    prompt_text_retention_days: float = Field(default=7.0, gt=0)
+
+
+class LimitsConfig(BaseModel):
+    ip: Limits = Limits(rpm=600, tpm=1_000_000, concurrency=64)
+    subnet: Limits = Limits(rpm=3_000, tpm=5_000_000, concurrency=256)
+    subnet_v4_prefix: int = Field(default=24, ge=8, le=32)
+    subnet_v6_prefix: int = Field(default=48, ge=16, le=128)
+    # a linked-account cluster shares one budget: by default, that of one free account
+    group: Limits = Limits(rpm=60, tpm=40_000, tpd=1_000_000, concurrency=4)
+
+
+class LoggingConfig(BaseModel):
+    level: str = "INFO"
+    json_format: bool = True
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HYDRAGUARD_", env_nested_delimiter="__", extra="forbid")
+    toml_path: ClassVar[str] = DEFAULT_PATH
+
+    server: ServerConfig = ServerConfig()
+    registry: RegistryConfig = RegistryConfig()
+    backend: BackendConfig = BackendConfig()
+    events: EventsConfig = EventsConfig()
+    limits: LimitsConfig = LimitsConfig()
+    tiers: dict[str, Tier] = Field(default_factory=_default_tiers)
+    logging: LoggingConfig = LoggingConfig()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=settings_cls.toml_path)  # type: ignore[attr-defined]
+        return (init_settings, env_settings, toml)
+
+    def secret_bytes(self) -> bytes:
+        if not self.server.secret:
+            raise ConfigError("no server secret: run `hydraguard init` or set HYDRAGUARD_SERVER__SECRET")
+        return self.server.secret.encode()
+
+
+class ConfigError(Exception):
+    pass
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Settings from `path` (or $HYDRAGUARD_CONFIG, or ./hydraguard.toml if present) plus the environment."""
+    chosen = str(path) if path is not None else os.environ.get("HYDRAGUARD_CONFIG")
+    if chosen is not None and not Path(chosen).is_file():
+        raise ConfigError(f"config file {chosen} does not exist (create one with `hydraguard init`)")
+
+    class FromFile(Settings):
+        toml_path: ClassVar[str] = chosen or DEFAULT_PATH
+
+    return FromFile()
+
+
+STARTER = Path(__file__).with_name("starter.toml")
+
+
+def write_starter(path: str | os.PathLike[str]) -> Path:
+    target = Path(path)
+    if target.exists():
+        raise ConfigError(f"{target} exists; not overwriting it")
+    text = STARTER.read_text().replace("@SECRET@", secrets.token_urlsafe(32))
+    target.write_text(text)
+    target.chmod(0o600)
+    return target

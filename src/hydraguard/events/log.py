@@ -1,0 +1,199 @@
+"""Append-only local event log: Arrow IPC stream segments written off the request path.
+
+The gateway calls `EventLog.append`, which only puts the event on an in-memory queue. A writer
+thread drains the queue every `flush_interval` seconds, appends one record batch to the current
+segment and fsyncs it. Durability contract (also in docs/events.md):
+
+* clean shutdown (`close`): every appended event is on disk;
+* crash: at most the events of the last `flush_interval` seconds are lost. A segment cut short by
+  a crash stays readable up to its last complete batch.
+
+Each process writes its own segments (the pid is in the name), so several gateway workers can
+share one directory. Segments roll over by event count and age.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from hydraguard.events.schema import ARROW_SCHEMA, RequestEvent, events_to_table, table_to_events
+
+log = logging.getLogger(__name__)
+
+SEGMENT_SUFFIX = ".arrows"
+
+
+class EventLog:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        flush_interval: float = 1.0,
+        segment_max_events: int = 500_000,
+        segment_max_age: float = 3600.0,
+        prompt_text_retention: float | None = None,
+    ) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.flush_interval = flush_interval
+        self.segment_max_events = segment_max_events
+        self.segment_max_age = segment_max_age
+        self.prompt_text_retention = prompt_text_retention
+        self._queue: collections.deque[RequestEvent] = collections.deque()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._file: pa.OSFile | None = None
+        self._writer: pa.ipc.RecordBatchStreamWriter | None = None
+        self._segment_events = 0
+        self._segment_started = 0.0
+        self._last_purge = 0.0
+        self.written = 0
+
+    # -- producer side (request path) -------------------------------------------------------------
+    def append(self, event: RequestEvent) -> None:
+        self._queue.append(event)
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="hydraguard-eventlog", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Flush everything appended so far and close the current segment."""
+        if self._thread is not None:
+            self._stopping = True
+            self._wake.set()
+            self._thread.join()
+            self._thread = None
+        self._flush()
+        self._close_segment()
+
+    def flush(self) -> None:
+        """Write queued events now (used by tests and by `close`)."""
+        if self._thread is not None:
+            raise RuntimeError("flush() is for a log without a writer thread; use close()")
+        self._flush()
+
+    # -- writer thread ------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
+            try:
+                self._flush()
+                self._maybe_purge_prompt_text()
+            except Exception:  # the writer must survive a bad disk moment; events stay queued
+                log.exception("event log flush failed")
+
+    def _flush(self) -> None:
+        if not self._queue:
+            return
+        batch: list[RequestEvent] = []
+        while self._queue:
+            batch.append(self._queue.popleft())
+        try:
+            self._write(batch)
+        except Exception:
+            self._queue.extendleft(reversed(batch))
+            raise
+
+    def _write(self, batch: list[RequestEvent]) -> None:
+        now = time.time()
+        if self._writer is not None and (
+            self._segment_events >= self.segment_max_events or now - self._segment_started >= self.segment_max_age
+        ):
+            self._close_segment()
+        if self._writer is None:
+            name = f"events-{int(now * 1000):015d}-{os.getpid()}{SEGMENT_SUFFIX}"
+            self._file = pa.OSFile(str(self.directory / name), "wb")
+            self._writer = pa.ipc.new_stream(self._file, ARROW_SCHEMA)
+            self._segment_events = 0
+            self._segment_started = now
+        self._writer.write_table(events_to_table(batch))
+        self._file.flush()  # type: ignore[union-attr]
+        os.fsync(self._file.fileno())  # type: ignore[union-attr]
+        self._segment_events += len(batch)
+        self.written += len(batch)
+
+    def _close_segment(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._file.close()  # type: ignore[union-attr]
+        self._writer = None
+        self._file = None
+
+    def _maybe_purge_prompt_text(self) -> None:
+        if self.prompt_text_retention is None or time.time() - self._last_purge < 60:
+            return
+        self._last_purge = time.time()
+        current = self._file.path if self._file is not None else None  # type: ignore[attr-defined]
+        purge_prompt_text(self.directory, older_than=self.prompt_text_retention, skip=current)
+
+
+def segments(directory: str | os.PathLike[str]) -> list[Path]:
+    return sorted(Path(directory).glob(f"*{SEGMENT_SUFFIX}"))
+
+
+def read_segment(path: Path) -> pa.Table:
+    """Read one segment, keeping every complete batch of a segment that a crash cut short."""
+    batches: list[pa.RecordBatch] = []
+    try:
+        with pa.OSFile(str(path), "rb") as source:
+            reader = pa.ipc.open_stream(source)
+            for batch in reader:
+                batches.append(batch)
+    except (pa.ArrowInvalid, OSError) as exc:
+        log.warning("segment %s is truncated after %d batches: %s", path.name, len(batches), exc)
+    return pa.Table.from_batches(batches, schema=ARROW_SCHEMA)
+
+
+def read_table(directory: str | os.PathLike[str]) -> pa.Table:
+    tables = [read_segment(p) for p in segments(directory)]
+    if not tables:
+        return ARROW_SCHEMA.empty_table()
+    return pa.concat_tables(tables).sort_by([("time", "ascending")])
+
+
+def iter_events(directory: str | os.PathLike[str]) -> Iterator[RequestEvent]:
+    for path in segments(directory):
+        yield from table_to_events(read_segment(path))
+
+
+def export_parquet(directory: str | os.PathLike[str], out: str | os.PathLike[str]) -> int:
+    table = read_table(directory)
+    pq.write_table(table, str(out))
+    return table.num_rows
+
+
+def purge_prompt_text(directory: str | os.PathLike[str], *, older_than: float, skip: str | None = None) -> int:
+    """Null `prompt_text` in segments last written more than `older_than` seconds ago."""
+    purged = 0
+    cutoff = time.time() - older_than
+    for path in segments(directory):
+        if str(path) == skip or path.stat().st_mtime > cutoff:
+            continue
+        table = read_segment(path)
+        if table.num_rows == 0 or table.column("prompt_text").null_count == table.num_rows:
+            continue
+        idx = ARROW_SCHEMA.get_field_index("prompt_text")
+        table = table.set_column(idx, ARROW_SCHEMA.field(idx), pc.cast(pa.nulls(table.num_rows), pa.string()))
+        tmp = path.with_suffix(".tmp")
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, ARROW_SCHEMA) as writer:
+            writer.write_table(table)
+        os.replace(tmp, path)
+        purged += 1
+    return purged

@@ -1,0 +1,673 @@
+"""The gateway: an OpenAI-compatible reverse proxy that enforces and observes, nothing more.
+
+Per request: authenticate the key, read and validate the body, consult the decision store, check
+and charge every limit all-or-nothing, forward, reconcile token usage, and append exactly one
+`RequestEvent`. Anything heavier (fingerprints, detection) happens off this path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import anyio
+import msgspec
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from hydraguard.accounts.models import AccountStatus, Principal
+from hydraguard.accounts.registry import Registry
+from hydraguard.config import Settings
+from hydraguard.decide.model import DecisionType, Resolution, resolve
+from hydraguard.decide.store import DecisionStore
+from hydraguard.events.log import EventLog
+from hydraguard.events.schema import RequestEvent
+from hydraguard.gateway import requests as req
+from hydraguard.gateway.errors import error_response, retry_after_header
+from hydraguard.gateway.metrics import GatewayMetrics
+from hydraguard.gateway.ratelimit_headers import format_duration, ratelimit_headers
+from hydraguard.gateway.relay import Accounting, RelayResponse, relay_sse
+from hydraguard.limits.base import Limiter, LimiterUnavailable, Slot, Verdict
+from hydraguard.limits.gcra import Quota
+from hydraguard.limits.policy import LimitSet, scope_limits, subnet_of, token_quotas, with_cost
+
+log = logging.getLogger("hydraguard.gateway")
+
+Describe = Callable[[bytes, int], req.RequestInfo]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    method: str
+    describe: Describe | None  # None: no body (GET)
+
+
+ENDPOINTS: dict[str, Endpoint] = {
+    "/v1/chat/completions": Endpoint("POST", req.describe_chat),
+    "/v1/completions": Endpoint("POST", req.describe_completion),
+    "/v1/embeddings": Endpoint("POST", req.describe_embedding),
+    "/v1/responses": Endpoint("POST", req.describe_response),
+    "/v1/models": Endpoint("GET", None),
+}
+
+_FORWARDED_HEADERS = ("content-type", "accept", "openai-beta")
+
+
+class Refusal(Exception):
+    """A request the gateway answers itself, with an OpenAI-format error."""
+
+    def __init__(self, response: Response, reason: str) -> None:
+        self.response = response
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class Admission:
+    verdict: Verdict | None  # None when the limiter was unreachable and the policy is fail-open
+    token_quotas: list[Quota]
+    reserved_tokens: int
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: Registry,
+        limiter: Limiter,
+        decisions: DecisionStore,
+        events: EventLog,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.limiter = limiter
+        self.decisions = decisions
+        self.events = events
+        self.metrics = GatewayMetrics()
+        self._session: aiohttp.ClientSession | None = None
+        self._trusted = [ipaddress.ip_network(n, strict=False) for n in settings.server.trusted_proxies]
+        self._upstream = settings.server.upstream
+        self._upstream_path_prefix = "/v1"
+        self.app = Starlette(
+            routes=[
+                Route("/healthz", self.healthz, methods=["GET"]),
+                Route("/readyz", self.readyz, methods=["GET"]),
+                Route("/metrics", self.metrics_endpoint, methods=["GET"]),
+                Route(
+                    "/{path:path}",
+                    self.dispatch,
+                    methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
+                ),
+            ],
+            lifespan=self._lifespan,
+        )
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    async def start(self) -> None:
+        server = self.settings.server
+        timeout = aiohttp.ClientTimeout(total=server.upstream_timeout, sock_connect=server.upstream_connect_timeout)
+        self._session = aiohttp.ClientSession(
+            timeout=timeout,
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept-Encoding"),
+        )
+        self.events.start()
+        await self.decisions.start()
+
+    async def stop(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        await self.decisions.close()
+        await self.limiter.close()
+        self.events.close()
+        self.registry.close()
+
+    # -- operational endpoints ------------------------------------------------------------------------
+    async def healthz(self, request: Request) -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    async def readyz(self, request: Request) -> Response:
+        problems = []
+        try:
+            with self.registry.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except Exception as exc:
+            problems.append(f"registry: {exc}")
+        probe = Quota("readyz", 1_000_000, 1.0, 0, "readyz")
+        try:
+            await self.limiter.acquire([probe], [], "readyz")
+        except LimiterUnavailable as exc:
+            problems.append(f"limiter: {exc}")
+        if problems:
+            return Response(
+                msgspec.json.encode({"status": "unavailable", "problems": problems}),
+                503,
+                media_type="application/json",
+            )
+        return Response(b'{"status":"ready"}', media_type="application/json")
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # -- the request path -----------------------------------------------------------------------------
+    async def dispatch(self, request: Request) -> Response:
+        started = time.time()
+        clock = time.perf_counter()
+        path = request.url.path
+        event = RequestEvent(
+            time=started,
+            request_id="req_" + uuid.uuid4().hex,
+            endpoint=path,
+            method=request.method,
+            client_ip=self._client_ip(request),
+            user_agent=request.headers.get("user-agent"),
+        )
+        admission: Admission | None = None
+        try:
+            response, admission = await self._serve(request, event)
+        except Refusal as refusal:
+            event.refusal_reason = refusal.reason
+            response = refusal.response
+        except Exception:
+            log.exception("internal error", extra={"request_id": event.request_id})
+            event.refusal_reason = "internal_error"
+            response = error_response(
+                500,
+                f"The gateway failed to process the request ({event.request_id}).",
+                type="server_error",
+                code="internal_error",
+            )
+        response.headers["x-request-id"] = event.request_id
+        if isinstance(response, RelayResponse):
+            return response  # its stream finishes the event
+        event.status = response.status_code
+        if admission is not None:
+            await self._settle(admission, 0 if event.refusal_reason else _reported_tokens(event))
+        self._finish(event, clock)
+        return response
+
+    async def _serve(self, request: Request, event: RequestEvent) -> tuple[Response, Admission | None]:
+        endpoint = ENDPOINTS.get(event.endpoint)
+        if endpoint is None:
+            raise Refusal(
+                error_response(
+                    404,
+                    f"Unknown request URL: {request.method} {event.endpoint}. Please check the URL for typos.",
+                    code="unknown_url",
+                ),
+                "unknown_url",
+            )
+        if request.method != endpoint.method:
+            raise Refusal(
+                error_response(
+                    405,
+                    f"Method {request.method} is not allowed for {event.endpoint}; use {endpoint.method}.",
+                    code="method_not_allowed",
+                    headers={"allow": endpoint.method},
+                ),
+                "method_not_allowed",
+            )
+        self._check_headers(request)
+        principal = self._authenticate(request, event)
+        body = await self._read_body(request) if endpoint.describe is not None else b""
+        info = self._describe(endpoint, body, event)
+        resolution = self._decide(principal, event)
+        admission = await self._admit(principal, info, resolution, event)
+        try:
+            response = await self._forward(request, body, info, event, admission)
+        except BaseException:
+            await self._settle(admission, 0)
+            raise
+        return response, (None if isinstance(response, RelayResponse) else admission)
+
+    def _client_ip(self, request: Request) -> str | None:
+        peer = request.client.host if request.client else None
+        if peer is None or not self._trusted:
+            return peer
+        chain = [peer]
+        forwarded = request.headers.get("x-forwarded-for")
+        if forwarded:
+            chain = [p.strip() for p in forwarded.split(",")] + chain
+        for hop in reversed(chain):
+            try:
+                address = ipaddress.ip_address(hop)
+            except ValueError:
+                return peer
+            if not any(address in net for net in self._trusted):
+                return str(address)
+        return chain[0]
+
+    def _check_headers(self, request: Request) -> None:
+        size = sum(len(k) + len(v) for k, v in request.headers.raw)
+        if size > self.settings.server.max_header_bytes:
+            raise Refusal(
+                error_response(
+                    431,
+                    f"Request headers are {size} bytes; the limit is {self.settings.server.max_header_bytes}.",
+                    code="headers_too_large",
+                ),
+                "headers_too_large",
+            )
+
+    def _authenticate(self, request: Request, event: RequestEvent) -> Principal:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Refusal(
+                error_response(
+                    401,
+                    "You didn't provide an API key. You need to provide your API key in "
+                    "an Authorization header using Bearer auth "
+                    "(i.e. Authorization: Bearer YOUR_KEY).",
+                    code="missing_api_key",
+                ),
+                "missing_api_key",
+            )
+        principal = self.registry.authenticate(token.strip())
+        if principal is None:
+            raise Refusal(
+                error_response(
+                    401,
+                    "Incorrect API key provided. The key is unknown, revoked or expired.",
+                    code="invalid_api_key",
+                ),
+                "invalid_api_key",
+            )
+        account = principal.account
+        event.key_id, event.account_id, event.org_id, event.tier = (
+            principal.key.id,
+            account.id,
+            account.org_id,
+            account.tier,
+        )
+        if account.status is not AccountStatus.ACTIVE:
+            raise Refusal(
+                error_response(
+                    403,
+                    f"This account is {account.status.value}. Reference: {event.request_id}.",
+                    type="permission_error",
+                    code=f"account_{account.status.value}",
+                ),
+                f"account_{account.status.value}",
+            )
+        return principal
+
+    async def _read_body(self, request: Request) -> bytes:
+        limit = self.settings.server.max_body_bytes
+        declared = request.headers.get("content-length")
+        too_large = Refusal(
+            error_response(413, f"The request body exceeds the limit of {limit} bytes.", code="request_too_large"),
+            "request_too_large",
+        )
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise too_large
+        parts: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise too_large
+                parts.append(chunk)
+        except ClientDisconnect as exc:
+            raise Refusal(
+                error_response(400, "The client disconnected while sending the body.", code="client_disconnected"),
+                "client_disconnected",
+            ) from exc
+        return b"".join(parts)
+
+    def _describe(self, endpoint: Endpoint, body: bytes, event: RequestEvent) -> req.RequestInfo | None:
+        if endpoint.describe is None:
+            return None
+        try:
+            info = endpoint.describe(body, self.settings.server.default_max_tokens)
+        except req.InvalidRequest as exc:
+            raise Refusal(
+                error_response(400, exc.message, param=exc.param, code="invalid_request"), "invalid_request"
+            ) from exc
+        event.model = info.model
+        event.stream = info.stream
+        event.temperature, event.top_p, event.max_tokens, event.n = (
+            info.temperature,
+            info.top_p,
+            info.max_tokens,
+            info.n,
+        )
+        event.logprobs, event.top_logprobs = info.logprobs, info.top_logprobs
+        event.tools_count, event.tools_schema_hash = info.tools_count, info.tools_schema_hash
+        event.response_format = info.response_format
+        event.message_count, event.prompt_chars = info.message_count, info.prompt_chars
+        event.prompt_tokens_est, event.system_prompt_hash = info.prompt_tokens_est, info.system_prompt_hash
+        if self.settings.events.keep_prompt_text:
+            event.prompt_text = info.prompt_text[: self.settings.events.prompt_text_max_chars]
+        return info
+
+    def _decide(self, principal: Principal, event: RequestEvent) -> Resolution:
+        resolution = resolve(
+            self.decisions.match(key_id=principal.key.id, account_id=principal.account.id, ip=event.client_ip)
+        )
+        applied = resolution.applied
+        if applied is None:
+            return resolution
+        event.decision_type, event.decision_id = applied.type.value, applied.id
+        self.metrics.decisions_applied.labels(applied.type.value).inc()
+        refusal = resolution.refusal
+        if refusal is not None and refusal.type is DecisionType.BLOCK:
+            raise Refusal(
+                error_response(
+                    403,
+                    f"Access has been blocked for this {refusal.scope.value}. If you "
+                    f"believe this is a mistake, contact support with reference "
+                    f"{event.request_id}.",
+                    type="permission_error",
+                    code="blocked",
+                ),
+                "blocked",
+            )
+        if refusal is not None:
+            url = self.settings.server.verification_url
+            raise Refusal(
+                error_response(
+                    403,
+                    f"Additional verification is required to continue using this API. "
+                    f"Complete it at {url} (reference {event.request_id}).",
+                    type="permission_error",
+                    code="verification_required",
+                    headers={"x-verification-url": url},
+                ),
+                "verification_required",
+            )
+        return resolution
+
+    def _limits_for(
+        self, principal: Principal, ip: str | None, resolution: Resolution, tokens: int
+    ) -> tuple[list[Quota], list[Slot]]:
+        settings = self.settings
+        tiers = settings.tiers
+        account, org = principal.account, principal.org
+        tier = tiers.get(account.tier) or tiers.get("free")
+        org_tier = tiers.get(org.tier) or tier
+        scopes: list[tuple[str, str, LimitSet]] = []
+        if tier is not None:
+            scopes.append(("key", principal.key.id, tier.key.to_set()))
+            scopes.append(("account", account.id, tier.account.to_set().merged(account.limit_overrides)))
+        if org_tier is not None:
+            scopes.append(("org", org.id, org_tier.org.to_set()))
+        if ip is not None:
+            scopes.append(("ip", ip, settings.limits.ip.to_set()))
+            scopes.append(
+                (
+                    "subnet",
+                    subnet_of(ip, settings.limits.subnet_v4_prefix, settings.limits.subnet_v6_prefix),
+                    settings.limits.subnet.to_set(),
+                )
+            )
+        group_limits = settings.limits.group.to_set()
+        for group in sorted(self.decisions.groups_of(account.id)):
+            scopes.append(("group", group, group_limits))
+        # a throttle is a reduced budget shared by everything its decision covers
+        for decision in resolution.throttles:
+            scopes.append(("throttle", decision.id, decision.limits or LimitSet()))
+        quotas: list[Quota] = []
+        slots: list[Slot] = []
+        for scope, scope_id, limits in scopes:
+            q, s = scope_limits(scope, scope_id, limits, tokens)
+            quotas += q
+            slots += s
+        return quotas, slots
+
+    async def _admit(
+        self, principal: Principal, info: req.RequestInfo | None, resolution: Resolution, event: RequestEvent
+    ) -> Admission:
+        tokens = info.reserved_tokens if info is not None else 0
+        quotas, slots = self._limits_for(principal, event.client_ip, resolution, tokens)
+        try:
+            verdict = await self.limiter.acquire(quotas, slots, event.request_id)
+        except LimiterUnavailable as exc:
+            policy = self.settings.backend.on_redis_error
+            self.metrics.limiter_errors.labels(policy).inc()
+            log.warning("limiter unavailable, failing %s: %s", policy, exc, extra={"request_id": event.request_id})
+            if policy == "closed":
+                raise Refusal(
+                    error_response(
+                        503,
+                        "Rate limiting is temporarily unavailable; please retry.",
+                        type="server_error",
+                        code="limiter_unavailable",
+                        headers={"retry-after": "1"},
+                    ),
+                    "limiter_unavailable",
+                ) from exc
+            return Admission(None, [], 0)
+        if not verdict.allowed:
+            self.metrics.limiter_denials.labels(verdict.denied_by or "").inc()
+            raise Refusal(self._rate_limited(verdict, tokens), f"rate_limited:{verdict.denied_by}")
+        return Admission(verdict, token_quotas(quotas), tokens)
+
+    def _rate_limited(self, verdict: Verdict, tokens: int) -> Response:
+        denied = verdict.denied_by or ""
+        kind, _, scope = denied.partition(":")
+        headers = ratelimit_headers(verdict.states)
+        headers["retry-after"] = retry_after_header(verdict.retry_after)
+        if kind == "concurrency":
+            message = f"Too many concurrent requests for this {scope}. Please retry when a request finishes."
+        elif verdict.retry_after == float("inf"):
+            state = verdict.states[0]
+            message = (
+                f"Request too large for {kind} on {scope}: Limit {state.limit}, Requested {tokens}. "
+                "Reduce the prompt or max_tokens."
+            )
+        else:
+            state = verdict.states[0]
+            message = (
+                f"Rate limit reached for {kind} on {scope}: Limit {state.limit}, Remaining "
+                f"{state.remaining}. Please try again in {format_duration(verdict.retry_after)}."
+            )
+        return error_response(
+            429,
+            message,
+            type="tokens" if kind in ("tpm", "tpd") else "requests",
+            code="rate_limit_exceeded",
+            headers=headers,
+        )
+
+    async def _settle(self, admission: Admission, used_tokens: int | None) -> None:
+        """Reconcile the reserved tokens with those used (None: unknown, keep the reservation) and
+        release the concurrency slots."""
+        if admission.verdict is None:
+            return
+        try:
+            delta = 0 if used_tokens is None else used_tokens - admission.reserved_tokens
+            if delta and admission.token_quotas:
+                await self.limiter.adjust(with_cost(admission.token_quotas, delta))
+            if admission.verdict.slots:
+                await self.limiter.release(admission.verdict.slots, admission.verdict.lease or "")
+        except LimiterUnavailable as exc:
+            self.metrics.limiter_errors.labels("settle").inc()
+            log.warning("could not settle limits: %s", exc)
+
+    def _finish(self, event: RequestEvent, clock: float) -> None:
+        elapsed = time.perf_counter() - clock
+        event.latency_ms = elapsed * 1000
+        outcome = event.refusal_reason.split(":")[0] if event.refusal_reason else "ok"
+        endpoint = event.endpoint if event.endpoint in ENDPOINTS else "other"
+        self.metrics.requests.labels(endpoint, outcome).inc()
+        self.metrics.latency.labels(endpoint).observe(elapsed)
+        self.metrics.events.inc()
+        self.events.append(event)
+
+    # -- forwarding -------------------------------------------------------------------------------------
+    async def _forward(
+        self,
+        request: Request,
+        body: bytes,
+        info: req.RequestInfo | None,
+        event: RequestEvent,
+        admission: Admission,
+    ) -> Response:
+        assert self._session is not None, "gateway not started"
+        url = self._upstream + event.endpoint.removeprefix(self._upstream_path_prefix)
+        headers = {k: v for k, v in request.headers.items() if k in _FORWARDED_HEADERS}
+        if self.settings.server.upstream_api_key:
+            headers["authorization"] = f"Bearer {self.settings.server.upstream_api_key}"
+        strip_usage = False
+        if info is not None and info.stream and info.supports_stream_usage and not info.wants_usage_in_stream:
+            body = _with_stream_usage(body)
+            strip_usage = True
+        rate_headers = ratelimit_headers(admission.verdict.states) if admission.verdict else {}
+        sent = time.perf_counter()
+        try:
+            upstream = await self._session.request(request.method, url, data=body or None, headers=headers)
+        except TimeoutError as exc:
+            raise Refusal(
+                error_response(
+                    504,
+                    "The upstream model server did not answer in time.",
+                    type="server_error",
+                    code="upstream_timeout",
+                ),
+                "upstream_timeout",
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise Refusal(
+                error_response(
+                    502,
+                    f"The upstream model server is unreachable ({type(exc).__name__}).",
+                    type="server_error",
+                    code="upstream_unavailable",
+                ),
+                "upstream_unavailable",
+            ) from exc
+        event.upstream_latency_ms = (time.perf_counter() - sent) * 1000
+        self.metrics.upstream_latency.labels(event.endpoint).observe(event.upstream_latency_ms / 1000)
+        streaming = upstream.status == 200 and upstream.content_type == "text/event-stream"
+        if not streaming:
+            return await self._relay_body(upstream, event, rate_headers)
+        return RelayResponse(
+            self._relay_stream(upstream, event, admission, strip_usage, event.time),
+            status_code=200,
+            media_type="text/event-stream",
+            headers={**rate_headers, "cache-control": "no-cache"},
+        )
+
+    async def _relay_body(
+        self, upstream: aiohttp.ClientResponse, event: RequestEvent, rate_headers: dict[str, str]
+    ) -> Response:
+        try:
+            data = await upstream.read()
+        except TimeoutError as exc:
+            raise Refusal(
+                error_response(
+                    504,
+                    "The upstream model server did not finish its answer in time.",
+                    type="server_error",
+                    code="upstream_timeout",
+                ),
+                "upstream_timeout",
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise Refusal(
+                error_response(
+                    502,
+                    "The upstream model server broke off its answer.",
+                    type="server_error",
+                    code="upstream_unavailable",
+                ),
+                "upstream_unavailable",
+            ) from exc
+        finally:
+            upstream.release()
+        if upstream.status >= 500:
+            raise Refusal(
+                error_response(
+                    502,
+                    f"The upstream model server failed (HTTP {upstream.status}).",
+                    type="server_error",
+                    code="upstream_error",
+                    headers=rate_headers,
+                ),
+                "upstream_error",
+            )
+        if upstream.status == 200:
+            accounting = Accounting()
+            accounting.read_body(data)
+            event.prompt_tokens, event.completion_tokens = (
+                accounting.prompt_tokens,
+                accounting.completion_tokens,
+            )
+            event.finish_reason = accounting.finish_reason
+        else:
+            event.refusal_reason = f"upstream_status_{upstream.status}"
+        content_type = upstream.headers.get("content-type", "application/json")
+        return Response(data, status_code=upstream.status, headers={**rate_headers, "content-type": content_type})
+
+    async def _relay_stream(
+        self,
+        upstream: aiohttp.ClientResponse,
+        event: RequestEvent,
+        admission: Admission,
+        strip_usage: bool,
+        started: float,
+    ) -> AsyncIterator[bytes]:
+        accounting = Accounting()
+        clock = time.perf_counter() - (time.time() - started)
+        completed = False
+        try:
+            async for chunk in relay_sse(upstream.content.iter_any(), accounting, strip_usage=strip_usage):
+                yield chunk
+            completed = True
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            event.refusal_reason = "upstream_stream_broken"
+            log.warning("upstream stream broke off: %s", exc, extra={"request_id": event.request_id})
+        finally:
+            if not completed and event.refusal_reason is None:
+                event.refusal_reason = "client_disconnected"
+            with anyio.CancelScope(shield=True):
+                if completed:
+                    upstream.release()
+                else:
+                    upstream.close()  # cancels the upstream's generation
+                event.status = 200
+                event.prompt_tokens, event.completion_tokens = (
+                    accounting.prompt_tokens,
+                    accounting.completion_tokens,
+                )
+                event.finish_reason = accounting.finish_reason
+                await self._settle(admission, accounting.total)
+                self._finish(event, clock)
+
+
+def _reported_tokens(event: RequestEvent) -> int | None:
+    if event.prompt_tokens is None and event.completion_tokens is None:
+        return None
+    return (event.prompt_tokens or 0) + (event.completion_tokens or 0)
+
+
+def _with_stream_usage(body: bytes) -> bytes:
+    """The body with `stream_options.include_usage` set, so token limits can be reconciled."""
+    data = msgspec.json.decode(body)
+    options = data.get("stream_options") or {}
+    data["stream_options"] = {**options, "include_usage": True}
+    return msgspec.json.encode(data)

@@ -1,0 +1,57 @@
+"""Assemble a gateway from settings: the embedded defaults, or Redis-backed shared state."""
+
+from __future__ import annotations
+
+from hydraguard.accounts.registry import Registry
+from hydraguard.config import Settings
+from hydraguard.decide.store import DecisionStore, RedisDecisionStore, SqlDecisionStore
+from hydraguard.events.log import EventLog
+from hydraguard.gateway.app import Gateway
+from hydraguard.limits.base import Limiter
+from hydraguard.limits.memory import MemoryLimiter
+from hydraguard.limits.redis import RedisLimiter
+
+DAY = 86_400.0
+
+
+def open_registry(settings: Settings) -> Registry:
+    return Registry(settings.registry.url, settings.secret_bytes())
+
+
+def build_limiter(settings: Settings) -> Limiter:
+    backend = settings.backend
+    if backend.kind == "redis":
+        return RedisLimiter.from_url(backend.redis_url, timeout=backend.redis_timeout, prefix=backend.redis_prefix)
+    return MemoryLimiter(max_keys=backend.memory_max_keys)
+
+
+def build_decision_store(settings: Settings, registry: Registry) -> DecisionStore:
+    backend = settings.backend
+    if backend.kind == "redis":
+        return RedisDecisionStore.from_url(
+            backend.redis_url,
+            timeout=backend.redis_timeout,
+            prefix=backend.redis_prefix,
+            refresh_interval=backend.decision_refresh_interval,
+        )
+    return SqlDecisionStore(registry.engine, refresh_interval=backend.decision_refresh_interval)
+
+
+def build_event_log(settings: Settings) -> EventLog:
+    events = settings.events
+    return EventLog(
+        events.dir,
+        flush_interval=events.flush_interval,
+        prompt_text_retention=events.prompt_text_retention_days * DAY if events.keep_prompt_text else None,
+    )
+
+
+def build_gateway(settings: Settings) -> Gateway:
+    registry = open_registry(settings)
+    return Gateway(
+        settings,
+        registry=registry,
+        limiter=build_limiter(settings),
+        decisions=build_decision_store(settings, registry),
+        events=build_event_log(settings),
+    )

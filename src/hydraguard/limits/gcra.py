@@ -1,0 +1,57 @@
+"""The generic cell rate algorithm (GCRA), as pure functions over a theoretical arrival time (TAT).
+
+A quota admits `limit` units per `period` seconds with a burst of the whole `limit`: the emission
+interval is `period / limit` and the tolerance is `period`. State per key is one float, the TAT;
+a key whose TAT is in the past holds no information (a full bucket) and may be forgotten.
+Both limiter backends (memory and the Redis Lua script) implement exactly these formulas.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """`cost` units against `limit` per `period` seconds, under the state key `key`."""
+
+    key: str
+    limit: int
+    period: float
+    cost: int
+    name: str = ""  # what the quota is, e.g. "tpm:account"; used in refusal reasons and headers
+
+    @property
+    def interval(self) -> float:
+        return self.period / self.limit
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    allowed: bool
+    new_tat: float
+    remaining: int
+    reset_after: float  # seconds until the quota is full again
+    retry_after: float  # seconds until this request would be admitted (0 when allowed)
+
+
+def evaluate(quota: Quota, tat: float | None, now: float) -> Outcome:
+    interval = quota.interval
+    base = now if tat is None or tat < now else tat
+    new_tat = base + quota.cost * interval
+    allow_at = new_tat - quota.period
+    if allow_at <= now + 1e-9:
+        remaining = math.floor((quota.period - (new_tat - now)) / interval + 1e-9)
+        return Outcome(True, new_tat, max(remaining, 0), new_tat - now, 0.0)
+    remaining = math.floor((quota.period - (base - now)) / interval + 1e-9)
+    retry = math.inf if quota.cost > quota.limit else allow_at - now
+    return Outcome(False, base, max(remaining, 0), base - now, retry)
+
+
+def adjusted_tat(quota: Quota, tat: float | None, now: float, delta: int) -> float | None:
+    """TAT after charging `delta` more units (negative: a refund) to an earlier admission."""
+    if tat is None or tat < now:
+        tat = now
+    new_tat = tat + delta * quota.interval
+    return None if new_tat <= now else new_tat
