@@ -61,6 +61,12 @@ def _digest(body: bytes) -> int:
     return int.from_bytes(hashlib.sha256(body).digest()[:8], "big")
 
 
+def _seed(body: dict[str, Any]) -> int:
+    """Streaming or not, with usage or not: the same request gets the same content."""
+    content = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+    return _digest(msgspec.json.encode(content, order="sorted"))
+
+
 def _words(seed: int, count: int) -> list[str]:
     return [WORDS[((seed >> (i % 48)) + i) % len(WORDS)] for i in range(count)]
 
@@ -108,7 +114,7 @@ async def chat_completions(request: Request) -> Response:
     model = body.get("model", "")
     if (bad := await _misbehave(model)) is not None:
         return bad
-    seed = _digest(raw)
+    seed = _seed(body)
     words = _words(seed, _completion_length(body, 12))
     n = int(body.get("n") or 1)
     cid = f"chatcmpl-{seed:016x}"
@@ -202,7 +208,7 @@ async def completions(request: Request) -> Response:
     model = body.get("model", "")
     if (bad := await _misbehave(model)) is not None:
         return bad
-    seed = _digest(raw)
+    seed = _seed(body)
     words = _words(seed, _completion_length(body, 16))
     usage = {
         "prompt_tokens": _prompt_tokens(body),
@@ -282,7 +288,7 @@ async def responses(request: Request) -> Response:
     model = body.get("model", "")
     if (bad := await _misbehave(model)) is not None:
         return bad
-    seed = _digest(raw)
+    seed = _seed(body)
     words = _words(seed, _completion_length(body, 12))
     text = " ".join(words)
     rid = f"resp_{seed:016x}"
