@@ -119,6 +119,60 @@ def serve(
     )
 
 
+@app.command()
+def quickstart(
+    upstream: Annotated[
+        str | None, typer.Option(help="Model server to protect (default: the built-in mock model server).")
+    ] = None,
+    port: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """Try hydraguard: write a config if there is none, issue a key, and serve the gateway."""
+    import uvicorn
+
+    from hydraguard import logs
+    from hydraguard.gateway.build import build_gateway
+    from hydraguard.sim.upstream import create_app
+    from hydraguard.testing.servers import ThreadedServer
+
+    path = _state["config"] or Path(config_module.DEFAULT_PATH)
+    if not path.exists():
+        config_module.write_starter(path)
+        typer.echo(f"wrote {path}")
+    _state["config"] = path
+    settings = _settings()
+    mock = None
+    if upstream is None:
+        mock = ThreadedServer(create_app()).start()
+        upstream = mock.url + "/v1"
+        typer.echo(f"mock model server on {upstream}")
+    settings.server.upstream = upstream.rstrip("/")
+    if port is not None:
+        settings.server.port = port
+    registry = _registry()
+    org = next((o for o in registry.list_orgs() if o.name == "quickstart"), None) or registry.create_org("quickstart")
+    account = registry.list_accounts(org.id)[0] if registry.list_accounts(org.id) else registry.create_account(org.id)
+    _, key = registry.issue_key(account.id)
+    registry.close()
+    base_url = f"http://{settings.server.host}:{settings.server.port}/v1"
+    typer.echo(
+        f"\nhydraguard gateway on {base_url} (account {account.id})\n"
+        f"API key (shown once): {key}\n\n"
+        "Try it:\n"
+        f"  curl {base_url}/chat/completions -H 'Authorization: Bearer {key}' "
+        "-H 'Content-Type: application/json' "
+        """-d '{"model": "mock-small", "messages": [{"role": "user", "content": "Hello"}]}'\n\n"""
+        "Events: hydraguard events tail    Metrics: "
+        f"http://{settings.server.host}:{settings.server.port}/metrics    Stop: Ctrl-C\n"
+    )
+    logs.configure(settings.logging.level, settings.logging.json_format)
+    try:
+        uvicorn.run(build_gateway(settings), host=settings.server.host, port=settings.server.port, loop="uvloop",
+                    http="httptools", log_config=None, access_log=False, lifespan="on")
+    finally:
+        if mock is not None:
+            mock.stop()
+
+
 @app.command("mock-upstream")
 def mock_upstream(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
