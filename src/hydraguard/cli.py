@@ -48,8 +48,6 @@ def _settings() -> config_module.Settings:
         return config_module.load(_state["config"])
     except config_module.ConfigError as exc:
         _fail(str(exc))
-    except ValueError as exc:  # pydantic's validation errors
-        _fail(f"invalid configuration: {exc}")
 
 
 def _registry():  # type: ignore[no-untyped-def]
@@ -166,8 +164,16 @@ def quickstart(
     )
     logs.configure(settings.logging.level, settings.logging.json_format)
     try:
-        uvicorn.run(build_gateway(settings), host=settings.server.host, port=settings.server.port, loop="uvloop",
-                    http="httptools", log_config=None, access_log=False, lifespan="on")
+        uvicorn.run(
+            build_gateway(settings),
+            host=settings.server.host,
+            port=settings.server.port,
+            loop="uvloop",
+            http="httptools",
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+        )
     finally:
         if mock is not None:
             mock.stop()

@@ -12,9 +12,10 @@ import secrets
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -25,7 +26,12 @@ from hydraguard.limits.policy import LimitSet
 DEFAULT_PATH = "hydraguard.toml"
 
 
-class Limits(BaseModel):
+class _Section(BaseModel):
+    # a misspelt key is an error, not a silently ignored line (e.g. `rmp` leaving a limit unset)
+    model_config = ConfigDict(extra="forbid")
+
+
+class Limits(_Section):
     rpm: int | None = Field(default=None, gt=0)
     tpm: int | None = Field(default=None, gt=0)
     tpd: int | None = Field(default=None, gt=0)
@@ -35,7 +41,7 @@ class Limits(BaseModel):
         return LimitSet(rpm=self.rpm, tpm=self.tpm, tpd=self.tpd, concurrency=self.concurrency)
 
 
-class Tier(BaseModel):
+class Tier(_Section):
     account: Limits = Limits()
     key: Limits = Limits()
     org: Limits = Limits()
@@ -58,7 +64,7 @@ def _default_tiers() -> dict[str, Tier]:
     }
 
 
-class ServerConfig(BaseModel):
+class ServerConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     upstream: str = "http://127.0.0.1:8000/v1"
@@ -78,11 +84,11 @@ class ServerConfig(BaseModel):
         return value.rstrip("/")
 
 
-class RegistryConfig(BaseModel):
+class RegistryConfig(_Section):
     url: str = "sqlite:///hydraguard-data/registry.db"
 
 
-class BackendConfig(BaseModel):
+class BackendConfig(_Section):
     kind: Literal["memory", "redis"] = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "hg:"
@@ -92,7 +98,7 @@ class BackendConfig(BaseModel):
     memory_max_keys: int = Field(default=2_000_000, gt=0)
 
 
-class EventsConfig(BaseModel):
+class EventsConfig(_Section):
     dir: str = "hydraguard-data/events"
     flush_interval: float = Field(default=1.0, gt=0)
     keep_prompt_text: bool = False
@@ -100,7 +106,7 @@ class EventsConfig(BaseModel):
     prompt_text_retention_days: float = Field(default=7.0, gt=0)
 
 
-class LimitsConfig(BaseModel):
+class LimitsConfig(_Section):
     ip: Limits = Limits(rpm=600, tpm=1_000_000, concurrency=64)
     subnet: Limits = Limits(rpm=3_000, tpm=5_000_000, concurrency=256)
     subnet_v4_prefix: int = Field(default=24, ge=8, le=32)
@@ -109,7 +115,7 @@ class LimitsConfig(BaseModel):
     group: Limits = Limits(rpm=60, tpm=40_000, tpd=1_000_000, concurrency=4)
 
 
-class LoggingConfig(BaseModel):
+class LoggingConfig(_Section):
     level: str = "INFO"
     json_format: bool = True
 
@@ -135,13 +141,23 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml = TomlConfigSettingsSource(settings_cls, toml_file=settings_cls.toml_path)  # type: ignore[attr-defined]
-        return (init_settings, env_settings, toml)
+        path = Path(settings_cls.toml_path)  # type: ignore[attr-defined]
+        if path.is_file():
+            return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=path))
+        # without a file, an environment override changes one value of the built-in defaults, not a whole section
+        return (init_settings, env_settings, InitSettingsSource(settings_cls, init_kwargs=_builtin_defaults()))
 
     def secret_bytes(self) -> bytes:
         if not self.server.secret:
             raise ConfigError("no server secret: run `hydraguard init` or set HYDRAGUARD_SERVER__SECRET")
         return self.server.secret.encode()
+
+
+def _builtin_defaults() -> dict[str, object]:
+    return {
+        name: TypeAdapter(field.annotation).dump_python(field.get_default(call_default_factory=True))
+        for name, field in Settings.model_fields.items()
+    }
 
 
 class ConfigError(Exception):
@@ -157,7 +173,10 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
     class FromFile(Settings):
         toml_path: ClassVar[str] = chosen or DEFAULT_PATH
 
-    return FromFile()
+    try:
+        return FromFile()
+    except ValueError as exc:  # pydantic's ValidationError, tomllib's TOMLDecodeError
+        raise ConfigError(f"invalid configuration: {exc}") from exc
 
 
 STARTER = Path(__file__).with_name("starter.toml")

@@ -40,7 +40,8 @@ def well_formed(key: str) -> bool:
     if len(key) != KEY_LENGTH or not key.startswith(PREFIX):
         return False
     body, check = key[len(PREFIX) : -_CHECKSUM_LEN], key[-_CHECKSUM_LEN:]
-    return all(c in _ALPHABET for c in body) and hmac.compare_digest(_checksum(body), check)
+    # every character checked first: compare_digest raises TypeError on non-ASCII strings
+    return all(c in _ALPHABET for c in body + check) and hmac.compare_digest(_checksum(body), check)
 
 
 def key_hash(secret: bytes, key: str) -> str:

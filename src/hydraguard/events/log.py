@@ -15,6 +15,7 @@ share one directory. Segments roll over by event count and age.
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import os
 import threading
@@ -31,6 +32,7 @@ from hydraguard.events.schema import ARROW_SCHEMA, RequestEvent, events_to_table
 log = logging.getLogger(__name__)
 
 SEGMENT_SUFFIX = ".arrows"
+_segment_seq = itertools.count()  # keeps names unique when segments start in the same millisecond
 
 
 class EventLog:
@@ -54,6 +56,7 @@ class EventLog:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._file: pa.OSFile | None = None
+        self._path: Path | None = None
         self._writer: pa.ipc.RecordBatchStreamWriter | None = None
         self._segment_events = 0
         self._segment_started = 0.0
@@ -118,8 +121,9 @@ class EventLog:
         ):
             self._close_segment()
         if self._writer is None:
-            name = f"events-{int(now * 1000):015d}-{os.getpid()}{SEGMENT_SUFFIX}"
-            self._file = pa.OSFile(str(self.directory / name), "wb")
+            name = f"events-{int(now * 1000):015d}-{os.getpid()}-{next(_segment_seq):06d}{SEGMENT_SUFFIX}"
+            self._path = self.directory / name
+            self._file = pa.OSFile(str(self._path), "wb")
             self._writer = pa.ipc.new_stream(self._file, ARROW_SCHEMA)
             self._segment_events = 0
             self._segment_started = now
@@ -135,12 +139,13 @@ class EventLog:
             self._file.close()  # type: ignore[union-attr]
         self._writer = None
         self._file = None
+        self._path = None
 
     def _maybe_purge_prompt_text(self) -> None:
         if self.prompt_text_retention is None or time.time() - self._last_purge < 60:
             return
         self._last_purge = time.time()
-        current = self._file.path if self._file is not None else None  # type: ignore[attr-defined]
+        current = str(self._path) if self._path is not None else None
         purge_prompt_text(self.directory, older_than=self.prompt_text_retention, skip=current)
 
 
@@ -191,7 +196,7 @@ def purge_prompt_text(directory: str | os.PathLike[str], *, older_than: float, s
             continue
         idx = ARROW_SCHEMA.get_field_index("prompt_text")
         table = table.set_column(idx, ARROW_SCHEMA.field(idx), pc.cast(pa.nulls(table.num_rows), pa.string()))
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # several gateway processes may purge at once
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, ARROW_SCHEMA) as writer:
             writer.write_table(table)
         os.replace(tmp, path)
