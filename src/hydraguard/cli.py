@@ -114,6 +114,7 @@ def serve(
         log_config=None,
         access_log=False,
         lifespan="on",
+        proxy_headers=False,  # X-Forwarded-For is believed only from `server.trusted_proxies`, by the gateway
     )
 
 

@@ -509,3 +509,16 @@ def test_writer_thread_purges_old_segments_but_not_its_own(tmp_path):
         log.close()
     assert read_segment(own).column("prompt_text").to_pylist() == ["current prompt", "later prompt"]
     assert ids(tmp_path) == ["req-00001", "req-00002", "req-00003"]
+
+
+def test_an_event_outside_the_schema_does_not_block_the_others(tmp_path):
+    from hydraguard.events.log import EventLog, read_table
+    from hydraguard.events.schema import RequestEvent
+
+    log = EventLog(tmp_path)
+    log.append(RequestEvent(time=1.0, request_id="ok-1", endpoint="/v1/models"))
+    log.append(RequestEvent(time=2.0, request_id="huge", endpoint="/v1/models", completion_tokens=10**30))
+    log.append(RequestEvent(time=3.0, request_id="ok-2", endpoint="/v1/models"))
+    log.close()
+    assert read_table(tmp_path).column("request_id").to_pylist() == ["ok-1", "ok-2"]
+    assert log.rejected == 1

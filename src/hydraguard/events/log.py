@@ -62,6 +62,7 @@ class EventLog:
         self._segment_started = 0.0
         self._last_purge = 0.0
         self.written = 0
+        self.rejected = 0
 
     # -- producer side (request path) -------------------------------------------------------------
     def append(self, event: RequestEvent) -> None:
@@ -108,13 +109,31 @@ class EventLog:
         batch: list[RequestEvent] = []
         while self._queue:
             batch.append(self._queue.popleft())
+        table = self._to_table(batch)
         try:
-            self._write(batch)
+            self._write(table)
         except Exception:
             self._queue.extendleft(reversed(batch))
             raise
 
-    def _write(self, batch: list[RequestEvent]) -> None:
+    def _to_table(self, batch: list[RequestEvent]) -> pa.Table:
+        """The batch as a table; an event that cannot be converted (a value outside the schema's types)
+        is logged and left out rather than blocking every event after it."""
+        try:
+            return events_to_table(batch)
+        except (pa.ArrowException, OverflowError, TypeError, ValueError):
+            good = []
+            for event in batch:
+                try:
+                    events_to_table([event])
+                except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:
+                    self.rejected += 1
+                    log.error("event %s does not fit the event schema and is not logged: %s", event.request_id, exc)
+                else:
+                    good.append(event)
+            return events_to_table(good)
+
+    def _write(self, table: pa.Table) -> None:
         now = time.time()
         if self._writer is not None and (
             self._segment_events >= self.segment_max_events or now - self._segment_started >= self.segment_max_age
@@ -127,11 +146,11 @@ class EventLog:
             self._writer = pa.ipc.new_stream(self._file, ARROW_SCHEMA)
             self._segment_events = 0
             self._segment_started = now
-        self._writer.write_table(events_to_table(batch))
+        self._writer.write_table(table)
         self._file.flush()  # type: ignore[union-attr]
         os.fsync(self._file.fileno())  # type: ignore[union-attr]
-        self._segment_events += len(batch)
-        self.written += len(batch)
+        self._segment_events += table.num_rows
+        self.written += table.num_rows
 
     def _close_segment(self) -> None:
         if self._writer is not None:

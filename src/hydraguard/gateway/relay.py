@@ -7,19 +7,21 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import msgspec
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+TokenCount = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
+
 
 class Usage(msgspec.Struct):
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    input_tokens: int | None = None  # the Responses API's names
-    output_tokens: int | None = None
+    prompt_tokens: TokenCount | None = None
+    completion_tokens: TokenCount | None = None
+    input_tokens: TokenCount | None = None  # the Responses API's names
+    output_tokens: TokenCount | None = None
 
 
 class Choice(msgspec.Struct):

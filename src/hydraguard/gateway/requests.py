@@ -14,8 +14,11 @@ from typing import Annotated, Any
 
 import msgspec
 
-PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
-NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
+# Counts are bounded so that they (and max_tokens x n) fit the event log's int64 columns and the
+# limiter's arithmetic; JSON integers are otherwise unbounded.
+MAX_COUNT = 2**31 - 1
+PositiveInt = Annotated[int, msgspec.Meta(ge=1, le=MAX_COUNT)]
+NonNegativeInt = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
 Temperature = Annotated[float, msgspec.Meta(ge=0, le=2)]
 Probability = Annotated[float, msgspec.Meta(ge=0, le=1)]
 

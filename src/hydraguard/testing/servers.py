@@ -20,7 +20,8 @@ class ThreadedServer:
     def __init__(self, app: Any, *, port: int | None = None, **config: Any) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        options = {"log_level": "warning", "access_log": False, "lifespan": "on", **config}
+        # proxy_headers off: the gateway applies its own `trusted_proxies` to X-Forwarded-For
+        options = {"log_level": "warning", "access_log": False, "lifespan": "on", "proxy_headers": False, **config}
         self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, **options))
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
