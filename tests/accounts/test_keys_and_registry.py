@@ -202,7 +202,9 @@ def test_key_from_another_secret_does_not_authenticate(db_path, registry, accoun
         other.close()
 
 
-def test_revocation_by_another_instance_is_seen_immediately(db_path, registry, account):
+@pytest.mark.parametrize("interval", [0.0, 0.1])
+def test_revocation_by_another_instance_is_seen_within_the_check_interval(db_path, account, interval):
+    registry = Registry(f"sqlite:///{db_path}", SECRET, change_check_interval=interval)
     record, key = registry.issue_key(account.id)
     assert registry.authenticate(key) is not None  # now cached in `registry`
     assert registry.authenticate(key) is not None
@@ -211,7 +213,9 @@ def test_revocation_by_another_instance_is_seen_immediately(db_path, registry, a
         admin.revoke_key(record.id)
     finally:
         admin.close()
+    time.sleep(interval * 1.5)
     assert registry.authenticate(key) is None
+    registry.close()
 
 
 def test_changes_by_another_instance_invalidate_the_cache(db_path, registry, account):
@@ -226,6 +230,7 @@ def test_changes_by_another_instance_invalidate_the_cache(db_path, registry, acc
         _, issued_elsewhere = admin.issue_key(account.id)
     finally:
         admin.close()
+    time.sleep(registry.change_check_interval * 1.5)
     principal = registry.authenticate(key)
     assert principal is not None  # any status: the caller decides what a banned account gets
     assert principal.account.status is AccountStatus.BANNED and principal.account.tier == "enterprise"

@@ -1,9 +1,9 @@
 """The account registry: orgs, accounts and API keys in a SQL database (SQLite by default).
 
-Authentication runs on the request path, so resolved keys are cached in process. The cache is
-dropped whenever another connection (another gateway process, the CLI) commits to the database:
-SQLite's `PRAGMA data_version` tells, for a few microseconds per request. A revoked key therefore
-stops working on the very next request.
+Authentication runs on the request path, so resolved keys are cached in process. Changes made
+through this `Registry` drop the cache at once. Changes made by another connection (another gateway
+process, the CLI) are noticed within `change_check_interval` (0.1 s): SQLite's `PRAGMA data_version`
+tells whether anyone committed; other databases drop the cache on that interval.
 """
 
 from __future__ import annotations
@@ -67,7 +67,9 @@ def _new_id(kind: str) -> str:
 
 
 class Registry:
-    def __init__(self, url: str, secret: bytes, *, cache_size: int = 100_000) -> None:
+    def __init__(
+        self, url: str, secret: bytes, *, cache_size: int = 100_000, change_check_interval: float = 0.1
+    ) -> None:
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.engine = sa.create_engine(url)
@@ -79,6 +81,8 @@ class Registry:
         self._cache_size = cache_size
         self._watch = self.engine.raw_connection() if self.engine.dialect.name == "sqlite" else None
         self._data_version = self._read_data_version()
+        self.change_check_interval = change_check_interval
+        self._last_check = time.monotonic()
 
     def close(self) -> None:
         if self._watch is not None:
@@ -272,8 +276,12 @@ class Registry:
             cursor.close()
 
     def _check_data_version(self) -> None:
+        now = time.monotonic()
+        if now - self._last_check < self.change_check_interval:
+            return
+        self._last_check = now
         version = self._read_data_version()
-        if version != self._data_version:
+        if version is None or version != self._data_version:  # without SQLite's data_version: a plain TTL
             self._data_version = version
             self._cache.clear()
 

@@ -49,7 +49,9 @@ class MemoryDecisionStore:
     def __init__(self) -> None:
         self._by_id: dict[str, Decision] = {}
         self._index: dict[tuple[ScopeKind, str], dict[str, Decision]] = {}
-        self._networks: dict[str, tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, Decision]] = {}
+        # CIDR decisions by (IP version, prefix length), then by network address as an integer:
+        # a lookup is one dict probe per prefix length in use, however many networks are decided on
+        self._networks: dict[tuple[int, int], dict[int, dict[str, Decision]]] = {}
         self._groups: dict[str, set[str]] = {}  # group -> accounts
         self._account_groups: dict[str, frozenset[str]] = {}
 
@@ -67,7 +69,12 @@ class MemoryDecisionStore:
             found += self._index.get((ScopeKind.IP, ip), {}).values()
             if self._networks:
                 addr = ipaddress.ip_address(ip)
-                found += [d for net, d in self._networks.values() if addr.version == net.version and addr in net]
+                number, bits = int(addr), addr.max_prefixlen
+                for (version, prefix), networks in self._networks.items():
+                    if version == addr.version:
+                        bucket = networks.get(number >> (bits - prefix) << (bits - prefix))
+                        if bucket:
+                            found += bucket.values()
         return [d for d in found if d.active(now)]
 
     def groups_of(self, account_id: str) -> frozenset[str]:
@@ -103,7 +110,9 @@ class MemoryDecisionStore:
         value = normalized_scope_value(decision.scope, decision.value)
         self._by_id[decision.id] = decision
         if decision.scope is ScopeKind.IP and "/" in value:
-            self._networks[decision.id] = (ipaddress.ip_network(value), decision)
+            net = ipaddress.ip_network(value)
+            by_address = self._networks.setdefault((net.version, net.prefixlen), {})
+            by_address.setdefault(int(net.network_address), {})[decision.id] = decision
         else:
             self._index.setdefault((decision.scope, value), {})[decision.id] = decision
 
@@ -111,12 +120,21 @@ class MemoryDecisionStore:
         old = self._by_id.pop(decision_id, None)
         if old is None:
             return False
-        self._networks.pop(decision_id, None)
-        bucket = self._index.get((old.scope, normalized_scope_value(old.scope, old.value)))
-        if bucket is not None:
-            bucket.pop(decision_id, None)
+        value = normalized_scope_value(old.scope, old.value)
+        if old.scope is ScopeKind.IP and "/" in value:
+            net = ipaddress.ip_network(value)
+            by_address = self._networks[(net.version, net.prefixlen)]
+            bucket = by_address[int(net.network_address)]
+            del bucket[decision_id]
             if not bucket:
-                del self._index[(old.scope, normalized_scope_value(old.scope, old.value))]
+                del by_address[int(net.network_address)]
+                if not by_address:
+                    del self._networks[(net.version, net.prefixlen)]
+            return True
+        bucket = self._index[(old.scope, value)]
+        del bucket[decision_id]
+        if not bucket:
+            del self._index[(old.scope, value)]
         return True
 
     def put_group(self, group_id: str, account_ids: set[str]) -> None:
@@ -231,11 +249,17 @@ class _MirroredStore(abc.ABC):
         self._task = asyncio.create_task(self._follow())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is None:
+            return
+        # Cancel until it has stopped: on Python 3.11, a cancellation that lands just as a Redis
+        # command completes is swallowed (asyncio.wait_for inside redis-py, CPython gh-86296), and a
+        # single cancel() then leaves this waiting forever, hanging the gateway's shutdown.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=0.1)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class RedisDecisionStore(_MirroredStore):

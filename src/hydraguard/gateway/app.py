@@ -7,11 +7,11 @@ and charge every limit all-or-nothing, forward, reconcile token usage, and appen
 
 from __future__ import annotations
 
-import contextlib
+import gc
 import ipaddress
 import logging
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,10 +20,8 @@ import aiohttp
 import anyio
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from hydraguard.accounts.models import AccountStatus, Principal
 from hydraguard.accounts.registry import Registry
@@ -98,31 +96,44 @@ class Gateway:
         self._trusted = [ipaddress.ip_network(n, strict=False) for n in settings.server.trusted_proxies]
         self._upstream = settings.server.upstream
         self._upstream_path_prefix = "/v1"
-        self.app = Starlette(
-            routes=[
-                Route("/healthz", self.healthz, methods=["GET"]),
-                Route("/readyz", self.readyz, methods=["GET"]),
-                Route("/metrics", self.metrics_endpoint, methods=["GET"]),
-                Route(
-                    "/{path:path}",
-                    self.dispatch,
-                    methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
-                ),
-            ],
-            lifespan=self._lifespan,
+        self._operational = {"/healthz": self.healthz, "/readyz": self.readyz, "/metrics": self.metrics_endpoint}
+        self._tier_limits = {
+            name: (tier.key.to_set(), tier.account.to_set(), tier.org.to_set()) for name, tier in settings.tiers.items()
+        }
+        limits = settings.limits
+        self._ip_limits, self._subnet_limits, self._group_limits = (
+            limits.ip.to_set(),
+            limits.subnet.to_set(),
+            limits.group.to_set(),
         )
+        self._request_counters: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await self.app(scope, receive, send)
+        """Plain ASGI: the request path skips a router and middleware stack it does not need."""
+        if scope["type"] == "http":
+            request = Request(scope, receive)
+            handler = self._operational.get(scope["path"])
+            response = await (handler(request) if handler is not None else self.dispatch(request))
+            await response(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
 
     # -- lifecycle ----------------------------------------------------------------------------------
-    @contextlib.asynccontextmanager
-    async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
-        await self.start()
-        try:
-            yield
-        finally:
-            await self.stop()
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.start()
+                except Exception as exc:
+                    log.exception("gateway start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
     async def start(self) -> None:
         server = self.settings.server
@@ -135,6 +146,7 @@ class Gateway:
         )
         self.events.start()
         await self.decisions.start()
+        gc.freeze()  # start-up objects live for good; keep them out of the collector's scans
 
     async def stop(self) -> None:
         if self._session is not None:
@@ -175,10 +187,10 @@ class Gateway:
     async def dispatch(self, request: Request) -> Response:
         started = time.time()
         clock = time.perf_counter()
-        path = request.url.path
+        path = request.scope["path"]
         event = RequestEvent(
             time=started,
-            request_id="req_" + uuid.uuid4().hex,
+            request_id="req_" + os.urandom(16).hex(),
             endpoint=path,
             method=request.method,
             client_ip=self._client_ip(request),
@@ -317,19 +329,15 @@ class Gateway:
     async def _read_body(self, request: Request) -> bytes:
         limit = self.settings.server.max_body_bytes
         declared = request.headers.get("content-length")
-        too_large = Refusal(
-            error_response(413, f"The request body exceeds the limit of {limit} bytes.", code="request_too_large"),
-            "request_too_large",
-        )
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise too_large
+            raise _body_too_large(limit)
         parts: list[bytes] = []
         size = 0
         try:
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit:
-                    raise too_large
+                    raise _body_too_large(limit)
                 parts.append(chunk)
         except ClientDisconnect as exc:
             raise Refusal(
@@ -404,29 +412,24 @@ class Gateway:
     def _limits_for(
         self, principal: Principal, ip: str | None, resolution: Resolution, tokens: int
     ) -> tuple[list[Quota], list[Slot]]:
-        settings = self.settings
-        tiers = settings.tiers
         account, org = principal.account, principal.org
-        tier = tiers.get(account.tier) or tiers.get("free")
-        org_tier = tiers.get(org.tier) or tier
+        tier = self._tier_limits.get(account.tier) or self._tier_limits.get("free")
+        org_tier = self._tier_limits.get(org.tier) or tier
         scopes: list[tuple[str, str, LimitSet]] = []
         if tier is not None:
-            scopes.append(("key", principal.key.id, tier.key.to_set()))
-            scopes.append(("account", account.id, tier.account.to_set().merged(account.limit_overrides)))
+            key_limits, account_limits, _ = tier
+            scopes.append(("key", principal.key.id, key_limits))
+            scopes.append(("account", account.id, account_limits.merged(account.limit_overrides)))
         if org_tier is not None:
-            scopes.append(("org", org.id, org_tier.org.to_set()))
+            scopes.append(("org", org.id, org_tier[2]))
         if ip is not None:
-            scopes.append(("ip", ip, settings.limits.ip.to_set()))
+            limits = self.settings.limits
+            scopes.append(("ip", ip, self._ip_limits))
             scopes.append(
-                (
-                    "subnet",
-                    subnet_of(ip, settings.limits.subnet_v4_prefix, settings.limits.subnet_v6_prefix),
-                    settings.limits.subnet.to_set(),
-                )
+                ("subnet", subnet_of(ip, limits.subnet_v4_prefix, limits.subnet_v6_prefix), self._subnet_limits)
             )
-        group_limits = settings.limits.group.to_set()
         for group in sorted(self.decisions.groups_of(account.id)):
-            scopes.append(("group", group, group_limits))
+            scopes.append(("group", group, self._group_limits))
         # a throttle is a reduced budget shared by everything its decision covers
         for decision in resolution.throttles:
             scopes.append(("throttle", decision.id, decision.limits or LimitSet()))
@@ -513,7 +516,10 @@ class Gateway:
         event.latency_ms = elapsed * 1000
         outcome = event.refusal_reason.split(":")[0] if event.refusal_reason else "ok"
         endpoint = event.endpoint if event.endpoint in ENDPOINTS else "other"
-        self.metrics.requests.labels(endpoint, outcome).inc()
+        counter = self._request_counters.get((endpoint, outcome))
+        if counter is None:
+            counter = self._request_counters[(endpoint, outcome)] = self.metrics.requests.labels(endpoint, outcome)
+        counter.inc()
         self.metrics.latency.labels(endpoint).observe(elapsed)
         self.metrics.events.inc()
         self.events.append(event)
@@ -657,6 +663,13 @@ class Gateway:
                 event.finish_reason = accounting.finish_reason
                 await self._settle(admission, accounting.total)
                 self._finish(event, clock)
+
+
+def _body_too_large(limit: int) -> Refusal:
+    return Refusal(
+        error_response(413, f"The request body exceeds the limit of {limit} bytes.", code="request_too_large"),
+        "request_too_large",
+    )
 
 
 def _reported_tokens(event: RequestEvent) -> int | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from hydraguard.limits.gcra import Quota
 
@@ -13,8 +13,7 @@ class LimiterUnavailable(Exception):
     """The backend could not be reached in time; the gateway applies its fail-open/closed policy."""
 
 
-@dataclass(frozen=True, slots=True)
-class Slot:
+class Slot(NamedTuple):
     """One concurrency slot under `key`, of which at most `limit` may be held at once."""
 
     key: str
@@ -22,15 +21,14 @@ class Slot:
     name: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class QuotaState:
+class QuotaState(NamedTuple):
     name: str
     limit: int
     remaining: int
     reset_after: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Verdict:
     allowed: bool
     states: tuple[QuotaState, ...] = ()
@@ -51,6 +49,10 @@ class Limiter(Protocol):
 
     async def release(self, slots: Sequence[Slot], lease: str) -> None:
         """Give back the concurrency slots taken under `lease`."""
+        ...
+
+    async def held(self, key: str) -> int:
+        """How many concurrency slots are held under `key`."""
         ...
 
     async def close(self) -> None: ...

@@ -9,11 +9,11 @@ Both limiter backends (memory and the Redis Lua script) implement exactly these 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Quota:
+# NamedTuples: dozens of these are built per request, and tuples are the cheapest immutable records.
+class Quota(NamedTuple):
     """`cost` units against `limit` per `period` seconds, under the state key `key`."""
 
     key: str
@@ -27,8 +27,7 @@ class Quota:
         return self.period / self.limit
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     allowed: bool
     new_tat: float
     remaining: int
@@ -37,16 +36,17 @@ class Outcome:
 
 
 def evaluate(quota: Quota, tat: float | None, now: float) -> Outcome:
-    interval = quota.interval
+    period = quota.period
+    interval = period / quota.limit
     base = now if tat is None or tat < now else tat
     new_tat = base + quota.cost * interval
-    allow_at = new_tat - quota.period
+    allow_at = new_tat - period
     if allow_at <= now + 1e-9:
-        remaining = math.floor((quota.period - (new_tat - now)) / interval + 1e-9)
-        return Outcome(True, new_tat, max(remaining, 0), new_tat - now, 0.0)
-    remaining = math.floor((quota.period - (base - now)) / interval + 1e-9)
+        remaining = math.floor((period - (new_tat - now)) / interval + 1e-9)
+        return Outcome(True, new_tat, remaining if remaining > 0 else 0, new_tat - now, 0.0)
+    remaining = math.floor((period - (base - now)) / interval + 1e-9)
     retry = math.inf if quota.cost > quota.limit else allow_at - now
-    return Outcome(False, base, max(remaining, 0), base - now, retry)
+    return Outcome(False, base, remaining if remaining > 0 else 0, base - now, retry)
 
 
 def adjusted_tat(quota: Quota, tat: float | None, now: float, delta: int) -> float | None:

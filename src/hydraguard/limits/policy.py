@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 import msgspec
@@ -43,6 +44,7 @@ class LimitSet(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_f
         return LimitSet(**values)
 
 
+@functools.lru_cache(maxsize=65_536)
 def subnet_of(ip: str, v4_prefix: int = 24, v6_prefix: int = 48) -> str:
     addr = ipaddress.ip_address(ip)
     prefix = v4_prefix if addr.version == 4 else v6_prefix
