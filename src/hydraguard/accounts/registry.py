@@ -78,6 +78,7 @@ class Registry:
         metadata.create_all(self.engine)
         self._secret = secret
         self._cache: dict[str, Principal | None] = {}
+        self._digests: dict[str, str] = {}
         self._cache_size = cache_size
         self._watch = self.engine.raw_connection() if self.engine.dialect.name == "sqlite" else None
         self._data_version = self._read_data_version()
@@ -235,10 +236,16 @@ class Registry:
     def authenticate(self, plaintext: str) -> Principal | None:
         """The principal for a usable key of an existing account, else None (any status: the caller
         decides what a suspended or banned account gets)."""
-        if not keys.well_formed(plaintext):
-            return None
-        digest = keys.key_hash(self._secret, plaintext)
         self._check_data_version()
+        # presented keys map to their digests in memory only, sparing a checksum and an HMAC per request
+        digest = self._digests.get(plaintext)
+        if digest is None:
+            if not keys.well_formed(plaintext):
+                return None
+            digest = keys.key_hash(self._secret, plaintext)
+            if len(self._digests) >= self._cache_size:
+                self._digests.clear()
+            self._digests[plaintext] = digest
         try:
             principal = self._cache[digest]
         except KeyError:

@@ -35,9 +35,10 @@ from hydraguard.gateway.errors import error_response, retry_after_header
 from hydraguard.gateway.metrics import GatewayMetrics
 from hydraguard.gateway.ratelimit_headers import format_duration, ratelimit_headers
 from hydraguard.gateway.relay import Accounting, RelayResponse, relay_sse
-from hydraguard.limits.base import Limiter, LimiterUnavailable, Slot, Verdict
+from hydraguard.limits.base import Limiter, LimiterUnavailable, Verdict
 from hydraguard.limits.gcra import Quota
-from hydraguard.limits.policy import LimitSet, scope_limits, subnet_of, token_quotas, with_cost
+from hydraguard.limits.policy import LimitSet, charged
+from hydraguard.limits.scopes import LimitPolicy
 
 log = logging.getLogger("hydraguard.gateway")
 
@@ -97,15 +98,7 @@ class Gateway:
         self._upstream = settings.server.upstream
         self._upstream_path_prefix = "/v1"
         self._operational = {"/healthz": self.healthz, "/readyz": self.readyz, "/metrics": self.metrics_endpoint}
-        self._tier_limits = {
-            name: (tier.key.to_set(), tier.account.to_set(), tier.org.to_set()) for name, tier in settings.tiers.items()
-        }
-        limits = settings.limits
-        self._ip_limits, self._subnet_limits, self._group_limits = (
-            limits.ip.to_set(),
-            limits.subnet.to_set(),
-            limits.group.to_set(),
-        )
+        self.limit_policy = LimitPolicy(settings)
         self._request_counters: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -409,43 +402,14 @@ class Gateway:
             )
         return resolution
 
-    def _limits_for(
-        self, principal: Principal, ip: str | None, resolution: Resolution, tokens: int
-    ) -> tuple[list[Quota], list[Slot]]:
-        account, org = principal.account, principal.org
-        tier = self._tier_limits.get(account.tier) or self._tier_limits.get("free")
-        org_tier = self._tier_limits.get(org.tier) or tier
-        scopes: list[tuple[str, str, LimitSet]] = []
-        if tier is not None:
-            key_limits, account_limits, _ = tier
-            scopes.append(("key", principal.key.id, key_limits))
-            scopes.append(("account", account.id, account_limits.merged(account.limit_overrides)))
-        if org_tier is not None:
-            scopes.append(("org", org.id, org_tier[2]))
-        if ip is not None:
-            limits = self.settings.limits
-            scopes.append(("ip", ip, self._ip_limits))
-            scopes.append(
-                ("subnet", subnet_of(ip, limits.subnet_v4_prefix, limits.subnet_v6_prefix), self._subnet_limits)
-            )
-        for group in sorted(self.decisions.groups_of(account.id)):
-            scopes.append(("group", group, self._group_limits))
-        # a throttle is a reduced budget shared by everything its decision covers
-        for decision in resolution.throttles:
-            scopes.append(("throttle", decision.id, decision.limits or LimitSet()))
-        quotas: list[Quota] = []
-        slots: list[Slot] = []
-        for scope, scope_id, limits in scopes:
-            q, s = scope_limits(scope, scope_id, limits, tokens)
-            quotas += q
-            slots += s
-        return quotas, slots
-
     async def _admit(
         self, principal: Principal, info: req.RequestInfo | None, resolution: Resolution, event: RequestEvent
     ) -> Admission:
         tokens = info.reserved_tokens if info is not None else 0
-        quotas, slots = self._limits_for(principal, event.client_ip, resolution, tokens)
+        throttles = [(d.id, d.limits or LimitSet()) for d in resolution.throttles]
+        groups = self.decisions.groups_of(principal.account.id)
+        request_quotas, token_quotas, slots = self.limit_policy.limits(principal, event.client_ip, groups, throttles)
+        quotas = request_quotas + charged(token_quotas, tokens)
         try:
             verdict = await self.limiter.acquire(quotas, slots, event.request_id)
         except LimiterUnavailable as exc:
@@ -467,7 +431,7 @@ class Gateway:
         if not verdict.allowed:
             self.metrics.limiter_denials.labels(verdict.denied_by or "").inc()
             raise Refusal(self._rate_limited(verdict, tokens), f"rate_limited:{verdict.denied_by}")
-        return Admission(verdict, token_quotas(quotas), tokens)
+        return Admission(verdict, token_quotas, tokens)
 
     def _rate_limited(self, verdict: Verdict, tokens: int) -> Response:
         denied = verdict.denied_by or ""
@@ -504,7 +468,7 @@ class Gateway:
         try:
             delta = 0 if used_tokens is None else used_tokens - admission.reserved_tokens
             if delta and admission.token_quotas:
-                await self.limiter.adjust(with_cost(admission.token_quotas, delta))
+                await self.limiter.adjust(charged(admission.token_quotas, delta))
             if admission.verdict.slots:
                 await self.limiter.release(admission.verdict.slots, admission.verdict.lease or "")
         except LimiterUnavailable as exc:

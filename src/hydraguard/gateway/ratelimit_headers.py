@@ -21,18 +21,22 @@ def format_duration(seconds: float) -> str:
     return f"{secs}s"
 
 
-def _tightest(states: Iterable[QuotaState], prefix: str) -> QuotaState | None:
-    matching = [s for s in states if s.name.startswith(prefix)]
-    return min(matching, key=lambda s: (s.remaining, -s.reset_after)) if matching else None
-
-
 def ratelimit_headers(states: Iterable[QuotaState]) -> dict[str, str]:
-    states = list(states)
+    """From the tightest requests-per-minute and tokens-per-minute quotas (fewest remaining)."""
+    tightest: dict[str, QuotaState] = {}
+    for state in states:
+        kind = state.name[:4]
+        if kind in _SUFFIX:
+            best = tightest.get(kind)
+            if best is None or (state.remaining, -state.reset_after) < (best.remaining, -best.reset_after):
+                tightest[kind] = state
     headers: dict[str, str] = {}
-    for prefix, suffix in (("rpm:", "requests"), ("tpm:", "tokens")):
-        state = _tightest(states, prefix)
-        if state is not None:
-            headers[f"x-ratelimit-limit-{suffix}"] = str(state.limit)
-            headers[f"x-ratelimit-remaining-{suffix}"] = str(state.remaining)
-            headers[f"x-ratelimit-reset-{suffix}"] = format_duration(state.reset_after)
+    for kind, state in tightest.items():
+        suffix = _SUFFIX[kind]
+        headers[f"x-ratelimit-limit-{suffix}"] = str(state.limit)
+        headers[f"x-ratelimit-remaining-{suffix}"] = str(state.remaining)
+        headers[f"x-ratelimit-reset-{suffix}"] = format_duration(state.reset_after)
     return headers
+
+
+_SUFFIX = {"rpm:": "requests", "tpm:": "tokens"}

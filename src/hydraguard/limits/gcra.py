@@ -27,12 +27,9 @@ class Quota(NamedTuple):
         return self.period / self.limit
 
 
-class Outcome(NamedTuple):
-    allowed: bool
-    new_tat: float
-    remaining: int
-    reset_after: float  # seconds until the quota is full again
-    retry_after: float  # seconds until this request would be admitted (0 when allowed)
+# (allowed, new TAT, remaining, seconds until full again, seconds until admitted or 0): a plain tuple,
+# built once per quota per request
+Outcome = tuple[bool, float, int, float, float]
 
 
 def evaluate(quota: Quota, tat: float | None, now: float) -> Outcome:
@@ -43,10 +40,10 @@ def evaluate(quota: Quota, tat: float | None, now: float) -> Outcome:
     allow_at = new_tat - period
     if allow_at <= now + 1e-9:
         remaining = math.floor((period - (new_tat - now)) / interval + 1e-9)
-        return Outcome(True, new_tat, remaining if remaining > 0 else 0, new_tat - now, 0.0)
+        return (True, new_tat, remaining if remaining > 0 else 0, new_tat - now, 0.0)
     remaining = math.floor((period - (base - now)) / interval + 1e-9)
     retry = math.inf if quota.cost > quota.limit else allow_at - now
-    return Outcome(False, base, remaining if remaining > 0 else 0, base - now, retry)
+    return (False, base, remaining if remaining > 0 else 0, base - now, retry)
 
 
 def adjusted_tat(quota: Quota, tat: float | None, now: float, delta: int) -> float | None:

@@ -39,12 +39,12 @@ class MemoryLimiter:
         states: list[QuotaState] = []
         new_tats: list[float] = []
         for quota in quotas:
-            outcome = evaluate(quota, tats.get(quota.key), now)
-            state = QuotaState(quota.name, quota.limit, outcome.remaining, outcome.reset_after)
-            if not outcome.allowed:
-                return Verdict(False, (state,), denied_by=quota.name, retry_after=outcome.retry_after)
+            allowed, new_tat, remaining, reset_after, retry_after = evaluate(quota, tats.get(quota.key), now)
+            state = QuotaState(quota.name, quota.limit, remaining, reset_after)
+            if not allowed:
+                return Verdict(False, (state,), denied_by=quota.name, retry_after=retry_after)
             states.append(state)
-            new_tats.append(outcome.new_tat)
+            new_tats.append(new_tat)
         held = self._held
         for slot in slots:
             if len(held.get(slot.key, ())) >= slot.limit:

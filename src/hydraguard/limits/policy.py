@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+from collections.abc import Iterable
+from typing import NamedTuple
 
 import msgspec
 
@@ -51,22 +53,28 @@ def subnet_of(ip: str, v4_prefix: int = 24, v6_prefix: int = 48) -> str:
     return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
 
 
-def scope_limits(scope: str, scope_id: str, limits: LimitSet, tokens: int) -> tuple[list[Quota], list[Slot]]:
-    """The GCRA quotas and concurrency slot for one scope (e.g. scope "account", id "acc_1")."""
-    quotas: list[Quota] = []
-    if limits.rpm:
-        quotas.append(Quota(f"rpm:{scope}:{scope_id}", limits.rpm, MINUTE, 1, f"rpm:{scope}"))
+class ScopeLimits(NamedTuple):
+    request_quotas: tuple[Quota, ...]  # charged 1 per request
+    token_quotas: tuple[Quota, ...]  # cost 0 here: charged per request with `charged`
+    slots: tuple[Slot, ...]
+
+
+@functools.lru_cache(maxsize=131_072)
+def scope_limits(scope: str, scope_id: str, limits: LimitSet) -> ScopeLimits:
+    """The GCRA quotas and concurrency slot of one scope (e.g. scope "account", id "acc_1"); cached,
+    since the same scopes come back request after request."""
+    requests = (Quota(f"rpm:{scope}:{scope_id}", limits.rpm, MINUTE, 1, f"rpm:{scope}"),) if limits.rpm else ()
+    tokens = []
     if limits.tpm:
-        quotas.append(Quota(f"tpm:{scope}:{scope_id}", limits.tpm, MINUTE, tokens, f"tpm:{scope}"))
+        tokens.append(Quota(f"tpm:{scope}:{scope_id}", limits.tpm, MINUTE, 0, f"tpm:{scope}"))
     if limits.tpd:
-        quotas.append(Quota(f"tpd:{scope}:{scope_id}", limits.tpd, DAY, tokens, f"tpd:{scope}"))
-    slots = [Slot(f"conc:{scope}:{scope_id}", limits.concurrency, f"concurrency:{scope}")] if limits.concurrency else []
-    return quotas, slots
+        tokens.append(Quota(f"tpd:{scope}:{scope_id}", limits.tpd, DAY, 0, f"tpd:{scope}"))
+    slots = ()
+    if limits.concurrency:
+        slots = (Slot(f"conc:{scope}:{scope_id}", limits.concurrency, f"concurrency:{scope}"),)
+    return ScopeLimits(requests, tuple(tokens), slots)
 
 
-def token_quotas(quotas: list[Quota]) -> list[Quota]:
-    return [q for q in quotas if q.name.startswith(("tpm:", "tpd:"))]
-
-
-def with_cost(quotas: list[Quota], cost: int) -> list[Quota]:
-    return [Quota(q.key, q.limit, q.period, cost, q.name) for q in quotas]
+def charged(quotas: Iterable[Quota], cost: int) -> list[Quota]:
+    """The quotas with `cost` to charge (negative: to refund)."""
+    return [q._replace(cost=cost) for q in quotas]
