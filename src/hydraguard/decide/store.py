@@ -243,6 +243,9 @@ class _MirroredStore(abc.ABC):
             except DecisionStoreUnavailable as exc:
                 self.refresh_failures += 1
                 log.warning("decision store refresh failed, keeping the last known decisions: %s", exc)
+            except Exception:  # e.g. a stored decision that no longer decodes: keep following regardless
+                self.refresh_failures += 1
+                log.exception("decision store refresh failed, keeping the last known decisions")
 
     async def start(self) -> None:
         await self.refresh(force=True)

@@ -27,6 +27,10 @@ class Quota(NamedTuple):
         return self.period / self.limit
 
 
+# Float spacing at Unix-time magnitudes is ~2.4e-7 s; comparisons allow a microsecond so that a
+# burst of exactly `limit` is admitted whatever the rounding. The Redis script uses the same value.
+_TOLERANCE = 1e-6
+
 # (allowed, new TAT, remaining, seconds until full again, seconds until admitted or 0): a plain tuple,
 # built once per quota per request
 Outcome = tuple[bool, float, int, float, float]
@@ -38,10 +42,10 @@ def evaluate(quota: Quota, tat: float | None, now: float) -> Outcome:
     base = now if tat is None or tat < now else tat
     new_tat = base + quota.cost * interval
     allow_at = new_tat - period
-    if allow_at <= now + 1e-9:
-        remaining = math.floor((period - (new_tat - now)) / interval + 1e-9)
+    if allow_at <= now + _TOLERANCE:
+        remaining = math.floor((period - (new_tat - now)) / interval + _TOLERANCE)
         return (True, new_tat, remaining if remaining > 0 else 0, new_tat - now, 0.0)
-    remaining = math.floor((period - (base - now)) / interval + 1e-9)
+    remaining = math.floor((period - (base - now)) / interval + _TOLERANCE)
     retry = math.inf if quota.cost > quota.limit else allow_at - now
     return (False, base, remaining if remaining > 0 else 0, base - now, retry)
 

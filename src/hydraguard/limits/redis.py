@@ -35,14 +35,14 @@ for i = 1, nq do
   if tat and tat > now then base = tat end
   local new_tat = base + cost * interval
   local allow_at = new_tat - period
-  if allow_at > now + 1e-9 then
-    local remaining = math.max(math.floor((period - (base - now)) / interval + 1e-9), 0)
+  if allow_at > now + 1e-6 then
+    local remaining = math.max(math.floor((period - (base - now)) / interval + 1e-6), 0)
     local retry = -1
     if cost <= limit then retry = allow_at - now end
     return {0, i, string.format('%.17g', retry), string.format('%.17g', base - now), remaining}
   end
   new_tats[i] = new_tat
-  out[#out + 1] = math.max(math.floor((period - (new_tat - now)) / interval + 1e-9), 0)
+  out[#out + 1] = math.max(math.floor((period - (new_tat - now)) / interval + 1e-6), 0)
   out[#out + 1] = string.format('%.17g', new_tat - now)
 end
 for j = 1, ns do
