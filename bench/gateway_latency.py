@@ -658,7 +658,7 @@ def start_py_spy(args: argparse.Namespace, pid: int) -> subprocess.Popen[bytes] 
         if str(args.py_spy).endswith(".txt")
         else "flamegraph"
     )
-    argv = [exe, "record", "-p", str(pid), "-o", str(args.py_spy), "-f", fmt, "-r", "200", "--nonblocking"]
+    argv = [exe, "record", "-p", str(pid), "-o", str(args.py_spy), "-f", fmt, "-r", "200", "--nonblocking", "--threads"]
     argv += ["-d", str(max(1, math.ceil(args.duration)))]
     return subprocess.Popen(pinned(args.wrk_cpu, argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

@@ -88,10 +88,6 @@ def serve(
     port: Annotated[int | None, typer.Option()] = None,
 ) -> None:
     """Run the gateway in front of an upstream model server."""
-    import uvicorn
-
-    from hydraguard import logs
-    from hydraguard.gateway.build import build_gateway
 
     settings = _settings()
     if upstream:
@@ -100,6 +96,15 @@ def serve(
         settings.server.host = host
     if port is not None:
         settings.server.port = port
+    _run_gateway(settings)
+
+
+def _run_gateway(settings: config_module.Settings) -> None:
+    import uvicorn
+
+    from hydraguard import logs
+    from hydraguard.gateway.build import build_gateway
+
     logs.configure(settings.logging.level, settings.logging.json_format)
     try:
         gateway = build_gateway(settings)
@@ -126,10 +131,7 @@ def quickstart(
     port: Annotated[int | None, typer.Option()] = None,
 ) -> None:
     """Try hydraguard: write a config if there is none, issue a key, and serve the gateway."""
-    import uvicorn
 
-    from hydraguard import logs
-    from hydraguard.gateway.build import build_gateway
     from hydraguard.sim.upstream import create_app
     from hydraguard.testing.servers import ThreadedServer
 
@@ -163,18 +165,8 @@ def quickstart(
         "Events: hydraguard events tail    Metrics: "
         f"http://{settings.server.host}:{settings.server.port}/metrics    Stop: Ctrl-C\n"
     )
-    logs.configure(settings.logging.level, settings.logging.json_format)
     try:
-        uvicorn.run(
-            build_gateway(settings),
-            host=settings.server.host,
-            port=settings.server.port,
-            loop="uvloop",
-            http="httptools",
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-        )
+        _run_gateway(settings)
     finally:
         if mock is not None:
             mock.stop()

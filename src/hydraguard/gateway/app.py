@@ -510,26 +510,8 @@ class Gateway:
         sent = time.perf_counter()
         try:
             upstream = await self._session.request(request.method, url, data=body or None, headers=headers)
-        except TimeoutError as exc:
-            raise Refusal(
-                error_response(
-                    504,
-                    "The upstream model server did not answer in time.",
-                    type="server_error",
-                    code="upstream_timeout",
-                ),
-                "upstream_timeout",
-            ) from exc
-        except aiohttp.ClientError as exc:
-            raise Refusal(
-                error_response(
-                    502,
-                    f"The upstream model server is unreachable ({type(exc).__name__}).",
-                    type="server_error",
-                    code="upstream_unavailable",
-                ),
-                "upstream_unavailable",
-            ) from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise _upstream_failure(exc, "did not answer in time", f"is unreachable ({type(exc).__name__})") from exc
         event.upstream_latency_ms = (time.perf_counter() - sent) * 1000
         self.metrics.upstream_latency.labels(event.endpoint).observe(event.upstream_latency_ms / 1000)
         streaming = upstream.status == 200 and upstream.content_type == "text/event-stream"
@@ -547,26 +529,8 @@ class Gateway:
     ) -> Response:
         try:
             data = await upstream.read()
-        except TimeoutError as exc:
-            raise Refusal(
-                error_response(
-                    504,
-                    "The upstream model server did not finish its answer in time.",
-                    type="server_error",
-                    code="upstream_timeout",
-                ),
-                "upstream_timeout",
-            ) from exc
-        except aiohttp.ClientError as exc:
-            raise Refusal(
-                error_response(
-                    502,
-                    "The upstream model server broke off its answer.",
-                    type="server_error",
-                    code="upstream_unavailable",
-                ),
-                "upstream_unavailable",
-            ) from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise _upstream_failure(exc, "did not finish its answer in time", "broke off its answer") from exc
         finally:
             upstream.release()
         if upstream.status >= 500:
@@ -627,6 +591,21 @@ class Gateway:
                 event.finish_reason = accounting.finish_reason
                 await self._settle(admission, accounting.total)
                 self._finish(event, clock)
+
+
+def _upstream_failure(exc: BaseException, timed_out: str, failed: str) -> Refusal:
+    """504 for a timeout, 502 for any other failure to reach or read the upstream."""
+    if isinstance(exc, TimeoutError):
+        return Refusal(
+            error_response(
+                504, f"The upstream model server {timed_out}.", type="server_error", code="upstream_timeout"
+            ),
+            "upstream_timeout",
+        )
+    return Refusal(
+        error_response(502, f"The upstream model server {failed}.", type="server_error", code="upstream_unavailable"),
+        "upstream_unavailable",
+    )
 
 
 def _body_too_large(limit: int) -> Refusal:
