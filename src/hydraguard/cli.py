@@ -185,6 +185,51 @@ def mock_upstream(
     uvicorn.run(upstream_app, host=host, port=port, loop="uvloop", http="httptools", access_log=False)
 
 
+# -- traffic simulation --------------------------------------------------------------------------------
+@app.command()
+def simulate(
+    scenario: Annotated[str, typer.Argument(help="A shipped scenario's name (e.g. seed-hydra-small) or a YAML file.")],
+    out: Annotated[Path, typer.Option(help="Output directory (its earlier simulation output is replaced).")],
+    materialize_text: Annotated[
+        bool, typer.Option(help="Also store each request's prompt text in prompt_text (large).")
+    ] = False,
+) -> None:
+    """Simulate a scenario's traffic: event log, registry, ground truth and manifest (docs/simulator.md)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from hydraguard.sim import generate
+    from hydraguard.sim import scenario as scenarios
+
+    try:
+        loaded, path, text = scenarios.load(scenario)
+    except scenarios.ScenarioError as exc:
+        _fail(str(exc))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task(f"{loaded.name}: days", total=loaded.days)
+
+        def advance(done: int, days: int, events: int) -> None:
+            bar.update(task, completed=done, description=f"{loaded.name}: {events:,} events, days")
+
+        manifest = generate.simulate(
+            loaded,
+            out,
+            materialize_text=materialize_text,
+            scenario_text=text,
+            scenario_source=str(path),
+            progress=advance,
+        )
+    counts: Any = manifest["counts"]
+    timings: Any = manifest["timings"]
+    typer.echo(
+        f"{loaded.name}: {counts['events']:,} events ({counts['campaign_events']:,} campaign), "
+        f"{counts['accounts']:,} accounts, {loaded.days} days in {timings['total_s']:.1f} s -> {out}"
+    )
+    for name, info in manifest["corpora"].items():  # type: ignore[attr-defined]
+        source = "built-in generator" if info["builtin"] else f"{info['path']} (sha256 {info['sha256'][:12]}…)"
+        typer.echo(f"  {name} prompts: {source}")
+
+
 # -- orgs and accounts -----------------------------------------------------------------------------------
 @orgs_app.command("create")
 def orgs_create(name: str, tier: Annotated[str, typer.Option()] = "free") -> None:
