@@ -49,7 +49,7 @@ class RequestEvent(msgspec.Struct, kw_only=True):
     prompt_tokens_est: int = 0
     system_prompt_hash: str | None = None
     prompt_text: str | None = None
-    prompt_ref: str | None = None  # simulated traffic: the corpus record the prompt came from
+    prompt_ref: str | None = None  # simulated traffic: a content hash of the prompt (text by reference)
 
     # request fingerprints: filled by the detection layer (off the request path)
     template_hash: str | None = None
