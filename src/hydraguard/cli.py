@@ -230,6 +230,42 @@ def simulate(
         typer.echo(f"  {name} prompts: {source}")
 
 
+@app.command()
+def evaluate(
+    runs: Annotated[list[Path], typer.Argument(help="Output directories of `hydraguard simulate`.")],
+    out: Annotated[Path, typer.Option(help="Directory for evaluation.md and evaluation.json.")],
+    detector: Annotated[
+        list[str] | None,
+        typer.Option(help="A built-in detector (rate-limits, none) or module:factory; repeatable."),
+    ] = None,
+) -> None:
+    """Score detectors on simulated runs against their ground truth (docs/simulator.md, "Evaluation")."""
+    import importlib
+
+    from hydraguard.sim import detector as detectors
+    from hydraguard.sim import evaluate as evaluation
+
+    def make(name: str) -> Any:
+        if name in detectors.BUILTIN:
+            return detectors.BUILTIN[name]()
+        if ":" not in name:
+            _fail(f"no detector {name!r} (built-in: {', '.join(detectors.BUILTIN)}; or module:factory)")
+        module, _, attr = name.partition(":")
+        return getattr(importlib.import_module(module), attr)()
+
+    for run in runs:
+        if not (run / "truth.parquet").is_file():
+            _fail(f"{run} is not a simulation output (no truth.parquet)")
+    rows = [evaluation.evaluate_run(make(name), run) for name in detector or ["rate-limits"] for run in runs]
+    out.mkdir(parents=True, exist_ok=True)
+    table = evaluation.markdown(rows)
+    (out / "evaluation.md").write_text(table)
+    (out / "evaluation.json").write_text(json.dumps(rows, indent=2) + "\n")
+    typer.echo(table, nl=False)
+    corpora = sorted({f"{k}: {v}" for r in rows for k, v in r["corpora"].items()})
+    typer.echo(f"corpora: {'; '.join(corpora)}\n-> {out / 'evaluation.md'}, {out / 'evaluation.json'}")
+
+
 # -- orgs and accounts -----------------------------------------------------------------------------------
 @orgs_app.command("create")
 def orgs_create(name: str, tier: Annotated[str, typer.Option()] = "free") -> None:
