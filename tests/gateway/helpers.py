@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+import msgspec
 
 USER = [{"role": "user", "content": "Name three colours."}]
 
@@ -29,6 +31,20 @@ def post_chat(gw: Any, key: str | None, body: Any = None, *, path: str = "/chat/
     if isinstance(body, bytes):
         return httpx.post(gw.base_url + path, content=body, headers=headers, **kwargs)
     return httpx.post(gw.base_url + path, json=body, headers=headers, **kwargs)
+
+
+@contextlib.contextmanager
+def held_stream(gw: Any, key: str, model: str, max_tokens: int) -> Iterator[tuple[bytes, Iterator[bytes]]]:
+    """A chat stream held open after its first chunk: (first chunk, the rest). Leaving the block closes the
+    connection, as a client that goes away does."""
+    body = msgspec.json.encode(chat_body(model, stream=True, max_tokens=max_tokens))
+    with (
+        httpx.Client(timeout=10) as client,
+        client.stream("POST", gw.base_url + "/chat/completions", content=body, headers=auth(key)) as response,
+    ):
+        assert response.status_code == 200
+        chunks = response.iter_raw()  # kept referenced: a dropped iterator closes the stream
+        yield next(chunks), chunks
 
 
 def assert_openai_error(

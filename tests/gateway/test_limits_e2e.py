@@ -8,10 +8,9 @@ import re
 import time
 
 import httpx
-import msgspec
 
 from hydraguard.limits.policy import LimitSet
-from tests.gateway.helpers import assert_openai_error, auth, chat_body, one_event, post_chat, wait_for
+from tests.gateway.helpers import assert_openai_error, chat_body, held_stream, one_event, post_chat, wait_for
 
 DURATION = re.compile(r"^(\d+ms|(\d+h)?(\d+m)?\d+s)$")
 NO_IP_LIMITS = {"ip": {"rpm": None, "tpm": None, "concurrency": None}}
@@ -103,14 +102,7 @@ def test_tpm_without_reconciliation_would_refuse(start_gateway):
     """Control for the test above: a second reservation does not fit while the first is outstanding."""
     gw = start_gateway(tiers=_tier(tpm=1_000, concurrency=5))
     _, key = gw.account(tier="t")
-    body = msgspec.json.encode(chat_body("slowstream-0.3", stream=True, max_tokens=600))
-    with (
-        httpx.Client(timeout=10) as client,
-        client.stream("POST", gw.base_url + "/chat/completions", content=body, headers=auth(key)) as held,
-    ):
-        assert held.status_code == 200
-        chunks = held.iter_raw()  # kept referenced: a dropped iterator closes the stream
-        next(chunks)
+    with held_stream(gw, key, "slowstream-0.3", 600):
         refused = post_chat(gw, key, chat_body(max_tokens=600))
         error = assert_openai_error(refused, 429, code="rate_limit_exceeded", type="tokens")
         assert "Rate limit reached for tpm on account" in error["message"]
@@ -164,14 +156,7 @@ def test_default_max_tokens_is_reserved(start_gateway):
 def test_concurrency_limit(start_gateway, upstream):
     gw = start_gateway(tiers=_tier(concurrency=1))
     _, key = gw.account(tier="t")
-    body = msgspec.json.encode(chat_body("slowstream-0.3", stream=True, max_tokens=12))
-    with (
-        httpx.Client(timeout=10) as client,
-        client.stream("POST", gw.base_url + "/chat/completions", content=body, headers=auth(key)) as held,
-    ):
-        assert held.status_code == 200
-        chunks = held.iter_raw()  # kept referenced: a dropped iterator closes the stream
-        next(chunks)
+    with held_stream(gw, key, "slowstream-0.3", 12):
         before = upstream[1].total
         refused = post_chat(gw, key, chat_body(max_tokens=5))
         error = assert_openai_error(refused, 429, code="rate_limit_exceeded", type="requests")
@@ -339,13 +324,7 @@ def test_a_refused_request_frees_nothing_it_did_not_take(start_gateway):
     """A concurrency refusal does not charge the rpm budget either."""
     gw = start_gateway(tiers=_tier(rpm=2, concurrency=1))
     _, key = gw.account(tier="t")
-    body = msgspec.json.encode(chat_body("slowstream-0.3", stream=True, max_tokens=3))
-    with (
-        httpx.Client(timeout=10) as client,
-        client.stream("POST", gw.base_url + "/chat/completions", content=body, headers=auth(key)) as held,
-    ):
-        chunks = held.iter_raw()  # kept referenced: a dropped iterator closes the stream
-        next(chunks)
+    with held_stream(gw, key, "slowstream-0.3", 3) as (_, chunks):
         for _ in range(3):
             refused = post_chat(gw, key)
             assert one_event(gw, refused).refusal_reason == "rate_limited:concurrency:account"

@@ -5,11 +5,10 @@ from __future__ import annotations
 import time
 
 import httpx
-import msgspec
 import pytest
 
 from hydraguard.testing.servers import free_port
-from tests.gateway.helpers import assert_openai_error, auth, chat_body, one_event, post_chat, wait_for
+from tests.gateway.helpers import assert_openai_error, chat_body, held_stream, one_event, post_chat, wait_for
 
 # one concurrent request and a token budget that fits only one reservation of max_tokens=600 at a time
 TIGHT = {"tight": {"account": {"concurrency": 1, "tpm": 1_000}}}
@@ -102,14 +101,7 @@ def test_client_disconnects_mid_stream(start_gateway, upstream):
     account, key = gw.account(tier="tight")
     counting = upstream[1]
     cut_before = counting.cut_short
-    body = msgspec.json.encode(chat_body("slowstream-0.2", stream=True, max_tokens=12))
-    with (
-        httpx.Client(timeout=10) as client,
-        client.stream("POST", gw.base_url + "/chat/completions", content=body, headers=auth(key)) as response,
-    ):
-        assert response.status_code == 200
-        chunks = response.iter_raw()  # kept referenced: a dropped iterator closes the stream
-        first = next(chunks)
+    with held_stream(gw, key, "slowstream-0.2", 12) as (first, _):
         assert first.startswith(b"data: ")
         started = time.monotonic()
     # closing the response closed the connection: the gateway cancels the upstream's generation
@@ -132,14 +124,7 @@ def test_client_disconnects_while_the_upstream_is_silent(start_gateway, upstream
     account, key = gw.account(tier="tight")
     counting = upstream[1]
     cut_before = counting.cut_short
-    body = msgspec.json.encode(chat_body("slowstream-5", stream=True, max_tokens=3))
-    with (
-        httpx.Client(timeout=10) as client,
-        client.stream("POST", gw.base_url + "/chat/completions", content=body, headers=auth(key)) as response,
-    ):
-        assert response.status_code == 200
-        chunks = response.iter_raw()
-        next(chunks)  # the role chunk; the next word is 5 s away
+    with held_stream(gw, key, "slowstream-5", 3):  # after the role chunk; the next word is 5 s away
         time.sleep(0.2)
         assert counting.cut_short == cut_before  # still going
     wait_for(lambda: counting.cut_short > cut_before, timeout=2.0)
