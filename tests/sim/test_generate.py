@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 
+from hydraguard.detect.request import client_fingerprint, request_features, sampling_fingerprint
 from hydraguard.events.schema import ARROW_SCHEMA
 from hydraguard.gateway.requests import describe_chat
 from hydraguard.sim import generate
@@ -54,8 +55,11 @@ def test_events_fill_what_the_gateway_records(small_run: Run) -> None:
     assert pc.all(pc.greater(served["prompt_chars"], 0)).as_py()
     assert pc.all(pc.greater_equal(served["latency_ms"], served["upstream_latency_ms"])).as_py()
     assert len(set(events["request_id"].to_pylist())) == events.num_rows
-    for name in ("template_hash", "template_signature", "reasoning_extraction_score", "capability_area", "prompt_text"):
-        assert events[name].null_count == events.num_rows, name  # filled later by detection, or opt-in
+    for name in ("template_hash", "template_signature", "reasoning_extraction_score", "capability_area"):
+        assert served[name].null_count == 0, name  # the detection layer's request features
+    for name in ("sampling_fingerprint", "client_fingerprint"):
+        assert served[name].null_count == 0, name
+    assert events["prompt_text"].null_count == events.num_rows  # opt-in only
     refused = events.filter(pc.equal(events["status"], 403))
     assert refused.num_rows > 0
     assert set(refused["refusal_reason"].to_pylist()) == {"account_banned"}
@@ -215,9 +219,17 @@ def test_prompt_stats_are_describe_chats_on_the_same_body() -> None:
         for i in rng.choice(len(block), size=min(80, len(block)), replace=False).tolist():
             if block.prompt[i] < 0:
                 continue
-            info = describe_chat(world.body(int(block.prompt[i]), int(block.profile[i])), 4096)
+            body = world.body(int(block.prompt[i]), int(block.profile[i]))
+            info = describe_chat(body, 4096)
             for name in names:
                 assert table[i][name] == getattr(info, name), (sim.pop.name, name)
+            messages = json.loads(body)["messages"]
+            system = "\n".join(m["content"] for m in messages if m["role"] == "system")
+            features = request_features(system, messages[-1]["content"], info.tools_count)
+            for name in ("template_hash", "template_signature", "reasoning_extraction_score", "capability_area"):
+                assert table[i][name] == getattr(features, name), (sim.pop.name, name)
+            assert table[i]["sampling_fingerprint"] == sampling_fingerprint(info)
+            assert table[i]["client_fingerprint"] == client_fingerprint(table[i]["user_agent"])
             checked += 1
             covered |= {"tools"} if info.tools_count else set()
             covered |= {"system"} if info.system_prompt_hash else set()

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from hydraguard.detect.request import sampling_fingerprint
 from hydraguard.events.schema import ARROW_SCHEMA
 from hydraguard.gateway.requests import describe_chat
 from hydraguard.sim.bodies import Profile, chat_body
@@ -232,7 +233,8 @@ class ProfileBook:
     def table(self) -> pa.Table:
         """Per-profile event columns, from `describe_chat` on a body with each profile's parameters."""
         infos = [describe_chat(chat_body(_PROBE, p, TOOL_SETS.get(p.tools or "")), 1) for p in self.profiles]
-        columns = {name: [getattr(info, name) for info in infos] for name in PROFILE_COLUMNS}
+        columns = {name: [getattr(info, name) for info in infos] for name in PROFILE_COLUMNS[:-1]}
+        columns["sampling_fingerprint"] = [sampling_fingerprint(info) for info in infos]
         return pa.table({name: pa.array(values, ARROW_SCHEMA.field(name).type) for name, values in columns.items()})
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -263,4 +265,5 @@ PROFILE_COLUMNS = (
     "tools_count",
     "tools_schema_hash",
     "response_format",
+    "sampling_fingerprint",  # last: computed from the others
 )

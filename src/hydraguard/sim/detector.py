@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 import pyarrow as pa
 
 from hydraguard.config import Limits, _default_tiers
+from hydraguard.detect.engine import Engine, EngineSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,4 +109,40 @@ class RateLimits:
         return flags
 
 
-BUILTIN: dict[str, type] = {"rate-limits": RateLimits, "none": NoDetector}
+class HydraGuard:
+    """hydraguard's detection engine (`detect.engine.Engine`) with its default rule pack: an account is flagged
+    when a non-shadow rule with an enforcing action (throttle, degrade, challenge, block) covers it."""
+
+    name = "hydraguard"
+
+    def __init__(self, settings: EngineSettings | None = None, name: str | None = None) -> None:
+        self.settings = settings
+        if name:
+            self.name = name
+        self.engine = Engine(settings=settings)
+        self._flagged: set[str] = set()
+
+    def start(self, registry: dict[str, pa.Table]) -> None:
+        self.engine = Engine(settings=self.settings)
+        self._flagged.clear()
+        self.engine.load_registry(registry["accounts"])
+
+    def observe(self, batch: pa.RecordBatch) -> list[Flag]:
+        flags = []
+        for detection in self.engine.observe(batch):
+            if not detection.enforcing:
+                continue
+            reason = ",".join(hit.rule_id for hit in detection.hits)
+            for account in detection.accounts:
+                if account not in self._flagged:
+                    self._flagged.add(account)
+                    flags.append(Flag(account, detection.at, detection.score, f"{detection.subject}:{reason}"))
+        return flags
+
+
+def ablation(family: str) -> HydraGuard:
+    """hydraguard without one family of evidence (`payment`, `ip`, `identity`, `templates`, `timing`)."""
+    return HydraGuard(EngineSettings(families_off=frozenset({family})), name=f"hydraguard-no-{family}")
+
+
+BUILTIN: dict[str, type] = {"rate-limits": RateLimits, "none": NoDetector, "hydraguard": HydraGuard}

@@ -11,8 +11,10 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from hydraguard.detect.request import client_fingerprint
 from hydraguard.events.schema import ARROW_SCHEMA
 from hydraguard.sim import network
 from hydraguard.sim.clients import PROFILE_COLUMNS, ProfileBook
@@ -100,6 +102,7 @@ class Columns:
         self.tiers = pa.array(account_tier, pa.string())
         self.keys = pa.array(key_ids, pa.string())
         self.user_agents = pa.array(user_agents, pa.string())
+        self.client_fingerprints = pa.array([client_fingerprint(ua) for ua in user_agents], pa.string())
         self.book = book
         self.profiles = profiles
         self.materialize = materialize
@@ -142,6 +145,14 @@ class Columns:
             "latency_ms": pa.array(block.latency, pa.float64()),
             "upstream_latency_ms": _optional(block.upstream, served, pa.float64()),
         }
+        # prompt 0 stands in for refused requests' missing prompt; it may never have been described
+        features = [book.features.get(i) for i in unique.tolist()]
+        for name in ("template_hash", "template_signature", "capability_area"):
+            values = [getattr(f, name) if f else None for f in features]
+            columns[name] = _take(pa.array(values, pa.string()), inverse, served)
+        scores = np.array([f.reasoning_extraction_score if f else 0.0 for f in features], dtype=np.float64)
+        columns["reasoning_extraction_score"] = _optional(scores[inverse], served, pa.float64())
+        columns["client_fingerprint"] = _take(self.client_fingerprints, block.ua)
         if self.materialize:
             texts = pa.array([book.texts.get(i) for i in unique.tolist()], pa.string())
             columns["prompt_text"] = _take(texts, inverse, served)
@@ -154,6 +165,10 @@ class Columns:
             elif name == "tools_count":
                 column = column.fill_null(0)
             columns[name] = column
+        # a request that carries tools is agentic, as `detect.request.capability_area` decides in the gateway
+        columns["capability_area"] = pc.if_else(
+            pc.greater(columns["tools_count"], 0), "agentic", columns["capability_area"]
+        )
         arrays = [columns[f.name] if f.name in columns else pa.nulls(n, f.type).cast(f.type) for f in ARROW_SCHEMA]
         return pa.Table.from_arrays(arrays, schema=ARROW_SCHEMA)
 

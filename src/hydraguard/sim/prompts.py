@@ -19,6 +19,7 @@ import msgspec
 import numpy as np
 import pyarrow as pa
 
+from hydraguard.detect.request import RequestFeatures, request_features
 from hydraguard.gateway.requests import describe_chat
 from hydraguard.sim import builtin, elicitation
 from hydraguard.sim.bodies import Messages, Profile, chat_body
@@ -229,6 +230,14 @@ class CampaignTasks:
         return Rendered(messages, origin, template=f"{template.id}/{self.wording[index]}")
 
 
+def features_of(messages: Messages) -> RequestFeatures:
+    """The detection layer's request features, from the system prompt and the last user turn, as the gateway
+    computes them (tools are added per event: a request with tools is agentic)."""
+    system = "\n".join(m["content"] for m in messages if m["role"] in ("system", "developer"))
+    last_user = next(m["content"] for m in reversed(messages) if m["role"] == "user")
+    return request_features(system, last_user)
+
+
 class PromptBook:
     def __init__(self, materialize: bool = False) -> None:
         self.catalogs: list[Catalog] = []
@@ -246,6 +255,7 @@ class PromptBook:
         self.system_hash: dict[int, str] = {}
         self.texts: dict[int, str] = {}
         self.meta: dict[int, Rendered] = {}
+        self.features: dict[int, RequestFeatures] = {}
 
     def add(self, catalog: Catalog) -> int:
         """Add a catalog; its prompt `i` is the book's prompt `offset + i`."""
@@ -283,6 +293,7 @@ class PromptBook:
                 self.system_hash[index] = info.system_prompt_hash
             self.refs[index] = "p_" + hashlib.sha256(msgspec.json.encode(rendered.messages)).hexdigest()[:24]
             self.meta[index] = Rendered([], rendered.origin, rendered.template, rendered.technique)
+            self.features[index] = features_of(rendered.messages)
             if self.materialize:
                 self.texts[index] = info.prompt_text
         return unique

@@ -1,0 +1,230 @@
+"""Account-level behaviour: O(1) state per account, updated with whole event batches at once.
+
+State lives in numpy arrays indexed by an account number, so a batch of events updates every account it touches
+with a handful of vectorized operations (`np.add.at`, `np.bitwise_or.at`, `np.maximum.at`). Distinct IPs,
+subnets and user agents are counted with a 64-bit linear-counting bitmap per account (exact to a few, then an
+estimate, saturating near 250). `features()` turns the state into the named account features that rules read.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+AREAS = ("coding", "math", "agentic", "reasoning", "writing", "chit-chat", "general")
+EXTRACTION_AREAS = ("coding", "agentic", "reasoning", "math")  # what public reports say distillers focus on
+REASONING_THRESHOLD = 0.5  # a request whose reasoning-extraction score reaches this counts as elicitation
+PHASE_BINS = 12  # 5-second bins of the second within the minute: load balancers dispatch in rounds
+EVENT_COLUMNS = [
+    "time",
+    "account_id",
+    "client_ip",
+    "user_agent",
+    "status",
+    "refusal_reason",
+    "message_count",
+    "prompt_tokens",
+    "completion_tokens",
+    "reasoning_extraction_score",
+    "capability_area",
+]
+_COUNTERS = (
+    "requests",
+    "served",
+    "refused",
+    "banned_refusals",
+    "multi_turn",
+    "reasoning",
+    "prompt_tokens",
+    "completion_tokens",
+    "first_day_requests",
+    "gaps",
+    "log_gap_sum",
+    "log_gap_sq",
+    "hour_buckets",
+)
+
+
+def _bits(values: pa.Array) -> np.ndarray:
+    """One of 64 bits per value, from a stable hash (the same in every process)."""
+    unique, inverse = np.unique(values.fill_null("").to_numpy(zero_copy_only=False), return_inverse=True)
+    bits = np.array([1 << (zlib.crc32(v.encode()) & 63) for v in unique.tolist()], dtype=np.uint64)
+    return bits[inverse]
+
+
+def _subnets(ips: pa.Array) -> pa.Array:
+    """The /24 of an IPv4 address, the /48 of an IPv6 one (as text)."""
+    v4 = pc.replace_substring_regex(ips, r"\.\d+$", ".0/24")
+    return pc.if_else(
+        pc.match_substring(ips, ":"), pc.replace_substring_regex(ips, r"^(([^:]*:){3}).*$", r"\1:/48"), v4
+    )
+
+
+def distinct_estimate(bitmaps: np.ndarray) -> np.ndarray:
+    zeros = 64 - np.bitwise_count(bitmaps).astype(np.float64)
+    return np.where(zeros > 0, -64 * np.log(np.maximum(zeros, 1) / 64), 64 * math.log(64))
+
+
+class AccountTable:
+    """Per-account behavioural state, grown as new accounts appear."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self.index: dict[str, int] = {}
+        self.ids: list[str] = []
+        self._capacity = capacity
+        self.counts = {name: np.zeros(capacity) for name in _COUNTERS}
+        self.first_seen = np.full(capacity, np.inf)
+        self.last_seen = np.full(capacity, -np.inf)
+        self.last_hour = np.full(capacity, -1, dtype=np.int64)
+        self.hours = np.zeros((capacity, 24))
+        self.phase = np.zeros((capacity, PHASE_BINS))
+        self.areas = np.zeros((capacity, len(AREAS)))
+        self.ip_bits = np.zeros(capacity, dtype=np.uint64)
+        self.subnet_bits = np.zeros(capacity, dtype=np.uint64)
+        self.ua_bits = np.zeros(capacity, dtype=np.uint64)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def numbers(self, account_ids: pa.Array) -> np.ndarray:
+        """Account numbers for a column of ids (new ids get new numbers); -1 for a null id."""
+        unique, inverse = np.unique(account_ids.fill_null("").to_numpy(zero_copy_only=False), return_inverse=True)
+        numbers = np.empty(len(unique), dtype=np.int64)
+        for i, account in enumerate(unique.tolist()):
+            if not account:
+                numbers[i] = -1
+                continue
+            n = self.index.get(account)
+            if n is None:
+                n = self.index[account] = len(self.ids)
+                self.ids.append(account)
+            numbers[i] = n
+        self._grow(len(self.ids))
+        return numbers[inverse]
+
+    def _grow(self, size: int) -> None:
+        if size <= self._capacity:
+            return
+        new = max(size, 2 * self._capacity)
+        for name, array in self.counts.items():
+            self.counts[name] = np.concatenate([array, np.zeros(new - self._capacity)])
+        self.first_seen = np.concatenate([self.first_seen, np.full(new - self._capacity, np.inf)])
+        self.last_seen = np.concatenate([self.last_seen, np.full(new - self._capacity, -np.inf)])
+        self.last_hour = np.concatenate([self.last_hour, np.full(new - self._capacity, -1, dtype=np.int64)])
+        for name in ("hours", "phase", "areas"):
+            array = getattr(self, name)
+            setattr(self, name, np.concatenate([array, np.zeros((new - self._capacity, array.shape[1]))]))
+        for name in ("ip_bits", "subnet_bits", "ua_bits"):
+            setattr(self, name, np.concatenate([getattr(self, name), np.zeros(new - self._capacity, np.uint64)]))
+        self._capacity = new
+
+    def update(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
+        """Fold a time-ordered batch of events into the state; returns the batch's account numbers."""
+        account = self.numbers(batch.column("account_id"))
+        keep = account >= 0
+        if not keep.all():
+            batch = batch.filter(pa.array(keep))
+            account = account[keep]
+        if len(account) == 0:
+            return account
+        time = batch.column("time").to_numpy()
+        status = batch.column("status").to_numpy()
+        add = self.counts
+        ones = np.ones(len(account))
+        np.add.at(add["requests"], account, ones)
+        np.add.at(add["served"], account, status == 200)
+        np.add.at(add["refused"], account, status != 200)
+        banned = (
+            pc.equal(batch.column("refusal_reason"), "account_banned").fill_null(False).to_numpy(zero_copy_only=False)
+        )
+        np.add.at(add["banned_refusals"], account, banned)
+        messages = batch.column("message_count").to_numpy()
+        np.add.at(add["multi_turn"], account, messages >= 3)  # user, assistant, user: a conversation goes on
+        score = batch.column("reasoning_extraction_score").fill_null(0).to_numpy()
+        np.add.at(add["reasoning"], account, score >= REASONING_THRESHOLD)
+        np.add.at(add["prompt_tokens"], account, batch.column("prompt_tokens").fill_null(0).to_numpy())
+        np.add.at(add["completion_tokens"], account, batch.column("completion_tokens").fill_null(0).to_numpy())
+
+        np.minimum.at(self.first_seen, account, time)
+        first_day = time < self.first_seen[account] + 86_400
+        np.add.at(add["first_day_requests"], account, first_day)
+
+        # inter-arrival gaps, within the batch and from each account's previous request
+        order = np.lexsort((time, account))
+        acc, t = account[order], time[order]
+        previous = np.empty_like(t)
+        previous[1:] = t[:-1]
+        starts = np.r_[True, acc[1:] != acc[:-1]]
+        previous[starts] = self.last_seen[acc[starts]]
+        gap = t - previous
+        valid = np.isfinite(gap)
+        log_gap = np.log1p(np.maximum(gap[valid], 0))
+        np.add.at(add["gaps"], acc[valid], 1)
+        np.add.at(add["log_gap_sum"], acc[valid], log_gap)
+        np.add.at(add["log_gap_sq"], acc[valid], log_gap**2)
+        np.maximum.at(self.last_seen, account, time)
+
+        # distinct hours active: count each account's new hour buckets in time order
+        hour = (t // 3600).astype(np.int64)
+        previous_hour = np.empty_like(hour)
+        previous_hour[1:] = hour[:-1]
+        previous_hour[starts] = self.last_hour[acc[starts]]
+        np.add.at(add["hour_buckets"], acc, hour != previous_hour)
+        ends = np.r_[acc[1:] != acc[:-1], True]
+        self.last_hour[acc[ends]] = hour[ends]
+
+        np.add.at(self.hours, (account, ((time % 86_400) // 3600).astype(np.int64)), 1)
+        np.add.at(self.phase, (account, ((time % 60) // (60 / PHASE_BINS)).astype(np.int64)), 1)
+        area = pc.index_in(batch.column("capability_area"), value_set=pa.array(AREAS)).fill_null(len(AREAS) - 1)
+        np.add.at(self.areas, (account, area.to_numpy()), 1)
+        np.bitwise_or.at(self.ip_bits, account, _bits(batch.column("client_ip")))
+        np.bitwise_or.at(self.subnet_bits, account, _bits(_subnets(batch.column("client_ip"))))
+        np.bitwise_or.at(self.ua_bits, account, _bits(batch.column("user_agent")))
+        return account
+
+    def features(self, numbers: np.ndarray | None = None, now: float | None = None) -> dict[str, np.ndarray]:
+        """Named account features (`account.<name>` in rules) for the given account numbers (default: all)."""
+        n = len(self.ids)
+        idx = np.arange(n) if numbers is None else numbers
+        c = {name: array[idx] for name, array in self.counts.items()}
+        requests = np.maximum(c["requests"], 1)
+        served = np.maximum(c["served"], 1)
+        span_hours = np.maximum((self.last_seen[idx] - self.first_seen[idx]) / 3600, 1)
+        hours = self.hours[idx]
+        hour_share = hours / np.maximum(hours.sum(axis=1, keepdims=True), 1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            entropy = -np.nansum(np.where(hour_share > 0, hour_share * np.log(hour_share), 0), axis=1) / np.log(24)
+        gaps = np.maximum(c["gaps"], 1)
+        mean_log_gap = c["log_gap_sum"] / gaps
+        log_gap_std = np.sqrt(np.maximum(c["log_gap_sq"] / gaps - mean_log_gap**2, 0))
+        areas = self.areas[idx]
+        area_share = areas / np.maximum(areas.sum(axis=1, keepdims=True), 1)
+        extraction = [AREAS.index(a) for a in EXTRACTION_AREAS]
+        days = np.maximum(span_hours / 24, 1)
+        phase = self.phase[idx]
+        return {
+            "requests": c["requests"],
+            "served": c["served"],
+            "requests_per_day": c["requests"] / days,
+            "tokens_per_day": (c["prompt_tokens"] + c["completion_tokens"]) / days,
+            "active_days": span_hours / 24,
+            "active_hour_share": np.minimum(c["hour_buckets"] / span_hours, 1),
+            "hour_entropy": entropy,
+            "log_gap_std": log_gap_std,
+            "phase_concentration": phase.max(axis=1) / np.maximum(phase.sum(axis=1), 1),
+            "first_day_share": c["first_day_requests"] / requests,
+            "reasoning_share": c["reasoning"] / served,
+            "multi_turn_share": c["multi_turn"] / served,
+            "extraction_area_share": area_share[:, extraction].sum(axis=1),
+            "topic_breadth": (area_share >= 0.05).sum(axis=1).astype(np.float64),
+            "output_input_ratio": c["completion_tokens"] / np.maximum(c["prompt_tokens"], 1),
+            "distinct_ips": distinct_estimate(self.ip_bits[idx]),
+            "distinct_subnets": distinct_estimate(self.subnet_bits[idx]),
+            "distinct_user_agents": distinct_estimate(self.ua_bits[idx]),
+            "refusal_rate": c["refused"] / requests,
+            "banned_refusals": c["banned_refusals"],
+        }

@@ -1,0 +1,255 @@
+"""The detection engine: events in, detections out; one code path for streaming and batch.
+
+`observe` folds a time-ordered batch of events into the account table and the evidence log. Every
+`analysis_interval` seconds of event time, `analyze` runs the account rules on accounts active since the last
+analysis, links accounts into clusters, computes cluster features and runs the cluster rules. A detection names
+the accounts it covers, so a cluster hit covers its confirmed members, and an account created to replace a banned
+one is covered as soon as it links to the cluster at the next analysis.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from hydraguard.detect.accounts import EVENT_COLUMNS, AccountTable
+from hydraguard.detect.linkage import FAMILY, Clusters, Evidence, EvidenceLog, link
+from hydraguard.detect.rules import Action, Hit, RuleSet
+
+COLUMNS = [*EVENT_COLUMNS, "template_signature"]
+SEVERITY_WEIGHT = {"low": 0.3, "medium": 0.5, "high": 0.8, "critical": 0.95}
+TIMING_FEATURES = ("hour_entropy", "active_hour_share", "phase_concentration", "log_gap_std", "first_day_share")
+ENFORCING = frozenset((Action.THROTTLE, Action.DEGRADE, Action.CHALLENGE, Action.BLOCK))
+
+
+@dataclass(frozen=True)
+class Detection:
+    """Rule hits on one subject (an account, or a cluster) at one analysis."""
+
+    at: float  # event time of the analysis
+    level: str  # "account" or "cluster"
+    subject: str  # the account id, or the cluster's id
+    accounts: tuple[str, ...]  # the accounts it covers
+    hits: tuple[Hit, ...]
+    features: dict[str, float]
+    evidence: tuple[str, ...] = ()  # in words: what links a cluster
+
+    @property
+    def score(self) -> float:
+        keep = 1.0
+        for hit in self.hits:
+            keep *= 1.0 - SEVERITY_WEIGHT[str(hit.severity)]
+        return round(1.0 - keep, 4)
+
+    @property
+    def enforcing(self) -> bool:
+        return any(hit.action in ENFORCING and not hit.shadow for hit in self.hits)
+
+
+@dataclass
+class EngineSettings:
+    analysis_interval: float = 3600.0  # seconds of event time between analyses
+    min_requests: int = 20  # accounts with fewer requests are not judged alone
+    min_member_strength: float = 0.5  # a cluster member links at least this share of the median member's weight
+    new_account_days: float = 3.0  # first request within this long of signup: a new account at work
+    evidence_weights: dict[Evidence, float] | None = None  # None: linkage.DEFAULT_WEIGHTS
+    # ablations: evidence families left out (payment, ip, identity, templates) and "timing" (timing features)
+    families_off: frozenset[str] = field(default_factory=frozenset)
+
+
+class Engine:
+    def __init__(self, rules: RuleSet | None = None, settings: EngineSettings | None = None) -> None:
+        self.rules = rules or RuleSet.default()
+        self.settings = settings or EngineSettings()
+        self.accounts = AccountTable()
+        self.evidence = EvidenceLog()
+        self.org_of: dict[str, str] = {}
+        self.signup_at: dict[str, float] = {}
+        self._org_numbers: dict[str, int] = {}
+        self._orgs = np.zeros(0, dtype=np.int64)
+        self._active = np.zeros(0, dtype=bool)
+        self._next_analysis = -math.inf
+        self.now = -math.inf
+        self.cluster_of: dict[str, str] = {}
+        self._kinds = frozenset(k for k in Evidence if FAMILY[k] not in self.settings.families_off)
+
+    # -- input ------------------------------------------------------------------------------------------------
+    def load_registry(self, accounts: pa.Table) -> None:
+        """Registry evidence: `accounts` with `id`, `org_id`, `signup_at`, `signup_ip`, `email_domain`,
+        `payment_fingerprint` (as `registry/accounts.parquet` or the registry's table)."""
+        numbers = self.accounts.numbers(accounts.column("id"))
+        self.org_of.update(zip(accounts.column("id").to_pylist(), accounts.column("org_id").to_pylist(), strict=True))
+        self.signup_at.update(
+            zip(accounts.column("id").to_pylist(), accounts.column("signup_at").to_pylist(), strict=True)
+        )
+        self.evidence.observe_registry(numbers, accounts, self._kinds)
+
+    def observe(self, batch: pa.RecordBatch | pa.Table) -> list[Detection]:
+        """Fold in a time-ordered batch; runs the analyses that fall due in it. Returns their detections."""
+        detections: list[Detection] = []
+        batch = batch.select(COLUMNS) if set(batch.schema.names) != set(COLUMNS) else batch
+        batch = batch.filter(pc.is_valid(batch.column("account_id")))
+        if batch.num_rows == 0:
+            return detections
+        times = batch.column("time").to_numpy()
+        if self._next_analysis == -math.inf:
+            self._next_analysis = (times[0] // self.settings.analysis_interval + 1) * self.settings.analysis_interval
+        # split the batch at analysis times so that every analysis sees exactly the events before it
+        while len(times) and times[-1] >= self._next_analysis:
+            cut = int(np.searchsorted(times, self._next_analysis))
+            self._fold(batch.slice(0, cut))
+            detections += self.analyze(self._next_analysis)
+            self._next_analysis += self.settings.analysis_interval
+            batch, times = batch.slice(cut), times[cut:]
+        self._fold(batch)
+        return detections
+
+    def _fold(self, batch: pa.RecordBatch | pa.Table) -> None:
+        if batch.num_rows == 0:
+            return
+        numbers = self.accounts.update(batch)
+        self.now = max(self.now, float(batch.column("time")[-1].as_py()))
+        if len(self._active) < len(self.accounts):
+            self._active = np.concatenate([self._active, np.zeros(len(self.accounts) - len(self._active), bool)])
+        self._active[numbers] = True
+        self.evidence.observe_events(numbers, batch, self._kinds)
+
+    # -- analysis ---------------------------------------------------------------------------------------------
+    def analyze(self, at: float) -> list[Detection]:
+        detections = self._account_detections(at) + self._cluster_detections(at)
+        self._active[:] = False
+        return detections
+
+    def account_features(self, numbers: np.ndarray) -> dict[str, np.ndarray]:
+        features = self.accounts.features(numbers)
+        signup = np.array([self.signup_at.get(self.accounts.ids[n]) or np.nan for n in numbers.tolist()])
+        first = self.accounts.first_seen[numbers]
+        with np.errstate(invalid="ignore"):
+            since = np.where(np.isnan(signup), np.inf, (first - signup) / 86_400)
+        features["days_since_signup_at_first_request"] = since
+        if "timing" in self.settings.families_off:
+            for name in TIMING_FEATURES:
+                features.pop(name, None)
+        return features
+
+    def _account_detections(self, at: float) -> list[Detection]:
+        active = np.flatnonzero(self._active[: len(self.accounts)])
+        active = active[self.accounts.counts["requests"][active] >= self.settings.min_requests]
+        if len(active) == 0:
+            return []
+        features = self.account_features(active)
+        names = list(features)
+        rows = np.column_stack([features[n] for n in names]).tolist()
+        detections = []
+        for number, row in zip(active.tolist(), rows, strict=True):
+            values = {f"account.{n}": v for n, v in zip(names, row, strict=True)}
+            hits = self.rules.evaluate("account", values)
+            if hits:
+                account = self.accounts.ids[number]
+                detections.append(Detection(at, "account", account, (account,), tuple(hits), values))
+        return detections
+
+    def _org_numbers_for(self) -> np.ndarray:
+        ids = self.accounts.ids
+        if len(self._orgs) < len(ids):
+            extra = []
+            for account in ids[len(self._orgs) :]:
+                org = self.org_of.get(account, account)  # unknown org: its own
+                extra.append(self._org_numbers.setdefault(org, len(self._org_numbers)))
+            self._orgs = np.concatenate([self._orgs, np.array(extra, dtype=np.int64)])
+        return self._orgs
+
+    def clusters(self) -> Clusters:
+        return link(self.evidence, self._org_numbers_for(), weights=self.settings.evidence_weights)
+
+    def _cluster_detections(self, at: float) -> list[Detection]:
+        clusters = self.clusters()
+        payment_shared = self._payment_shared()
+        detections = []
+        for members, strength, evidence in zip(clusters.members, clusters.strength, clusters.evidence, strict=True):
+            confirmed = self._confirmed(members, strength)
+            if len(confirmed) < 2 or not self._active[confirmed].any():
+                continue
+            features = self.cluster_features(confirmed, payment_shared)
+            values = {f"cluster.{n}": v for n, v in features.items()}
+            hits = self.rules.evaluate("cluster", values)
+            if not hits:
+                continue
+            ids = tuple(sorted(self.accounts.ids[n] for n in confirmed.tolist()))
+            cluster_id = self._cluster_id(ids)
+            words = tuple(f"{e.name.lower().replace('_', ' ')} shared by {n} accounts" for e, _, n, _ in evidence)
+            detections.append(Detection(at, "cluster", cluster_id, ids, tuple(hits), values, words))
+        return detections
+
+    def _confirmed(self, members: np.ndarray, strength: np.ndarray) -> np.ndarray:
+        """The members a cluster's action covers: those linked at least `min_member_strength` times as strongly
+        as its median member. Members that send traffic are held to the median of those that do (traffic adds
+        template and subnet evidence, so an active bystander with one shared value falls short), members seen
+        only in the registry (not yet active) to the median of all."""
+        active = self.accounts.counts["requests"][members] > 0
+        floor = self.settings.min_member_strength
+        bar = np.where(
+            active,
+            floor * np.median(strength[active]) if active.any() else 0.0,
+            floor * np.median(strength),
+        )
+        return members[strength >= bar]
+
+    def _cluster_id(self, ids: tuple[str, ...]) -> str:
+        """A cluster keeps its id while it grows: the id of the earlier cluster most of its members were in."""
+        previous = [self.cluster_of[a] for a in ids if a in self.cluster_of]
+        cluster_id = max(set(previous), key=previous.count) if previous else "cl_" + ids[0].split("_")[-1][:12]
+        for account in ids:
+            self.cluster_of[account] = cluster_id
+        return cluster_id
+
+    def cluster_features(self, members: np.ndarray, payment_shared: np.ndarray | None = None) -> dict[str, float]:
+        f = self.account_features(members)
+        served = f["served"]
+        weight = served / max(served.sum(), 1)
+        payment_shared = self._payment_shared() if payment_shared is None else payment_shared
+        features = {
+            "accounts": float(len(members)),
+            "orgs": float(len({int(o) for o in self._org_numbers_for()[members]})),
+            "requests": float(f["requests"].sum()),
+            "reasoning_share": float((f["reasoning_share"] * weight).sum()),
+            "multi_turn_share": float((f["multi_turn_share"] * weight).sum()),
+            "extraction_area_share": float((f["extraction_area_share"] * weight).sum()),
+            "new_account_share": float(
+                (f["days_since_signup_at_first_request"] <= self.settings.new_account_days).mean()
+            ),
+            "banned_share": float((f["banned_refusals"] > 0).mean()),
+            "shared_payment_share": float(payment_shared[members].mean()),
+            "distinct_user_agents": float(np.median(f["distinct_user_agents"])),
+        }
+        if "timing" not in self.settings.families_off:
+            phase_bins = self.accounts.phase[members].argmax(axis=1)
+            in_step = (phase_bins == np.bincount(phase_bins).argmax()) & (f["phase_concentration"] >= 0.5)
+            features["hour_entropy"] = float(np.median(f["hour_entropy"]))
+            features["phase_sync"] = float(in_step.mean())
+        return features
+
+    def _payment_shared(self) -> np.ndarray:
+        """Per account number: its payment fingerprint is also used by an account of another org."""
+        account, kind, value, _ = self.evidence.incidences()
+        chosen = kind == int(Evidence.PAYMENT)
+        account, value = account[chosen], value[chosen]
+        shared = np.zeros(len(self.accounts), dtype=bool)
+        if len(account):
+            orgs = self._org_numbers_for()[account].astype(np.uint64)
+            value_org = np.unique((value << np.uint64(24)) | orgs)
+            values, org_count = np.unique(value_org >> np.uint64(24), return_counts=True)
+            shared[account[np.isin(value, values[org_count >= 2])]] = True
+        return shared
+
+    def run(self, batches: Iterable[pa.RecordBatch]) -> list[Detection]:
+        detections: list[Detection] = []
+        for batch in batches:
+            detections += self.observe(batch)
+        detections += self.analyze(self.now)
+        return detections

@@ -1,0 +1,268 @@
+"""Cross-account linkage: a weighted evidence graph between accounts, and its communities (the hydra).
+
+Accounts are linked through shared *evidence values*: a payment fingerprint, a signup subnet, an e-mail domain,
+a template's MinHash band key, a client subnet. The graph is bipartite (accounts and values), so a value shared
+by 20,000 accounts costs 20,000 edges, not 200 million. Each account-value edge is weighted by its kind's weight
+times the value's rarity, log(N / k) for a value seen on k of N accounts: a corporate NAT or a popular SDK links
+little, a rare template or card links much. Leiden (`leidenalg` on `igraph`) finds the communities; a cluster is
+the accounts of one community.
+
+Evidence accumulates as (account, value) pairs packed in one uint64 (24 bits of account number, 4 of kind, 36
+of value hash), deduplicated with `np.unique` as batches arrive.
+"""
+
+from __future__ import annotations
+
+import enum
+import zlib
+from dataclasses import dataclass, field
+
+import igraph as ig
+import leidenalg
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from hydraguard.detect.accounts import _subnets
+
+ACCOUNT_BITS, KIND_BITS, VALUE_BITS = 24, 4, 36
+MAX_ACCOUNTS = 1 << ACCOUNT_BITS
+TEMPLATE_BANDS = 4  # of the signature's 8 band keys: enough to collide, half the pairs to keep
+TOP_VALUES_PER_ACCOUNT = 24  # per evidence kind
+SUBNET_SAMPLE = 4  # keep client subnets whose hash is 0 mod this: accounts sharing many subnets still share some
+
+
+class Evidence(enum.IntEnum):
+    PAYMENT = 1
+    SIGNUP_SUBNET = 2
+    EMAIL_DOMAIN = 3
+    TEMPLATE = 4
+    CLIENT_SUBNET = 5
+
+
+ALL = frozenset(Evidence)
+FAMILY = {  # the ablation families of docs/detection.md
+    Evidence.PAYMENT: "payment",
+    Evidence.SIGNUP_SUBNET: "ip",
+    Evidence.EMAIL_DOMAIN: "identity",
+    Evidence.TEMPLATE: "templates",
+    Evidence.CLIENT_SUBNET: "ip",
+}
+DEFAULT_MAX_SHARE = {Evidence.EMAIL_DOMAIN: 0.02, Evidence.SIGNUP_SUBNET: 0.02, Evidence.CLIENT_SUBNET: 0.02}
+DEFAULT_WEIGHTS = {
+    Evidence.PAYMENT: 3.0,
+    Evidence.SIGNUP_SUBNET: 1.0,
+    Evidence.EMAIL_DOMAIN: 1.0,
+    Evidence.TEMPLATE: 1.0,
+    Evidence.CLIENT_SUBNET: 0.5,
+}
+
+
+def value_hashes(values: list[str]) -> np.ndarray:
+    return np.array([zlib.crc32(v.encode()) | (zlib.adler32(v.encode()) << 32) for v in values], dtype=np.uint64)
+
+
+def _pack(accounts: np.ndarray, kind: Evidence, hashes: np.ndarray) -> np.ndarray:
+    mask = np.uint64((1 << VALUE_BITS) - 1)
+    return (
+        (accounts.astype(np.uint64) << np.uint64(KIND_BITS + VALUE_BITS))
+        | np.uint64(int(kind) << VALUE_BITS)
+        | (hashes & mask)
+    )
+
+
+def _hex_keys(signatures: pa.Array, bands: int) -> np.ndarray:
+    """(n, bands) uint64 values `band << 32 | key` from `template_signature` strings (8 hex digits per band)."""
+    width = 8 * bands
+    raw = pc.utf8_slice_codeunits(signatures, 0, width).to_numpy(zero_copy_only=False)
+    data = np.frombuffer("".join(raw.tolist()).encode(), dtype=np.uint8).reshape(len(raw), width)
+    digits = np.where(data >= ord("a"), data - ord("a") + 10, data - ord("0")).astype(np.uint64)
+    digits = digits.reshape(len(raw), bands, 8)
+    keys = np.zeros((len(raw), bands), dtype=np.uint64)
+    for i in range(8):
+        keys = (keys << np.uint64(4)) | digits[:, :, i]
+    return keys | (np.arange(bands, dtype=np.uint64) << np.uint64(32))
+
+
+@dataclass
+class EvidenceLog:
+    """Distinct (account, evidence value) pairs with how many requests carried each."""
+
+    pairs: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint64))
+    counts: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    _pending: list[np.ndarray] = field(default_factory=list)
+    _pending_size: int = 0
+    _incidences: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def add(self, packed: np.ndarray) -> None:
+        self._pending.append(packed)
+        self._pending_size += len(packed)
+        if self._pending_size > max(4_000_000, len(self.pairs)):
+            self.compact()
+
+    def compact(self) -> None:
+        if not self._pending:
+            return
+        new, new_counts = np.unique(np.concatenate(self._pending), return_counts=True)
+        merged = np.concatenate([self.pairs, new])
+        weights = np.concatenate([self.counts, new_counts])
+        self.pairs, inverse = np.unique(merged, return_inverse=True)
+        self.counts = np.bincount(inverse, weights=weights).astype(np.int64)
+        self._pending, self._pending_size = [], 0
+        self._incidences = None
+
+    def observe_registry(self, accounts: np.ndarray, table: pa.Table, kinds: frozenset[Evidence] = ALL) -> None:
+        """Registry evidence of accounts (numbers aligned with `table`'s rows): payment, signup subnet, domain."""
+        for kind, column in (
+            (Evidence.PAYMENT, table.column("payment_fingerprint")),
+            (Evidence.SIGNUP_SUBNET, _subnets(table.column("signup_ip"))),
+            (Evidence.EMAIL_DOMAIN, table.column("email_domain")),
+        ):
+            if kind not in kinds:
+                continue
+            valid = pc.is_valid(column).to_numpy(zero_copy_only=False)
+            values = column.filter(pa.array(valid)).to_pylist()
+            self.add(_pack(accounts[valid], kind, value_hashes(values)))
+
+    def observe_events(
+        self, accounts: np.ndarray, batch: pa.RecordBatch | pa.Table, kinds: frozenset[Evidence] = ALL
+    ) -> None:
+        signatures = batch.column("template_signature")
+        valid = pc.is_valid(signatures).to_numpy(zero_copy_only=False)
+        if Evidence.TEMPLATE in kinds and valid.any():
+            keys = _hex_keys(signatures.filter(pa.array(valid)), TEMPLATE_BANDS)
+            self.add(_pack(np.repeat(accounts[valid], TEMPLATE_BANDS), Evidence.TEMPLATE, keys.ravel()))
+        if Evidence.CLIENT_SUBNET not in kinds:
+            return
+        subnets = _subnets(batch.column("client_ip").fill_null(""))
+        unique, inverse = np.unique(subnets.to_numpy(zero_copy_only=False), return_inverse=True)
+        hashes = value_hashes(unique.tolist())[inverse]
+        sampled = (hashes % np.uint64(SUBNET_SAMPLE)) == 0
+        self.add(_pack(accounts[sampled], Evidence.CLIENT_SUBNET, hashes[sampled]))
+
+    def incidences(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(account, kind, value id, requests) of every pair; value ids are kind and hash packed together."""
+        self.compact()
+        if self._incidences is not None:
+            return self._incidences
+        account = (self.pairs >> np.uint64(KIND_BITS + VALUE_BITS)).astype(np.int64)
+        value = self.pairs & np.uint64((1 << (KIND_BITS + VALUE_BITS)) - 1)
+        kind = (value >> np.uint64(VALUE_BITS)).astype(np.int64)
+        self._incidences = (account, kind, value, self.counts)
+        return self._incidences
+
+
+@dataclass(frozen=True)
+class Clusters:
+    """Communities of linked accounts: `members[i]` are account numbers, `strength[i]` each member's total edge
+    weight to the cluster's evidence values; `evidence[i]` the values that link them most, as (kind, value id, members
+    sharing it, weight)."""
+
+    members: list[np.ndarray]
+    strength: list[np.ndarray]
+    evidence: list[list[tuple[Evidence, int, int, float]]]
+    label: np.ndarray  # per account number: its cluster, or -1
+
+
+def link(
+    log: EvidenceLog,
+    orgs: np.ndarray,
+    *,
+    candidates: np.ndarray | None = None,
+    weights: dict[Evidence, float] | None = None,
+    min_requests: dict[Evidence, int] | None = None,
+    max_share: dict[Evidence, float] | None = None,
+    min_cluster: int = 3,
+    resolution: float = 1.0,
+    seed: int = 0,
+) -> Clusters:
+    """Cluster accounts by shared evidence. `orgs` gives each account number's org number: a value counts only
+    when accounts of two or more orgs share it (the registry already ties an org's accounts together, and a
+    company card or office NAT is not evidence). `candidates` (a boolean mask over account numbers) limits the
+    graph to those accounts. Values of the kinds in `max_share` shared by more than that share of the linked
+    accounts are dropped (a freemail domain, a mobile carrier's NAT)."""
+    accounts = len(orgs)
+    weights = DEFAULT_WEIGHTS if weights is None else weights
+    min_requests = min_requests or {Evidence.TEMPLATE: 2}
+    account, kind, value, counts = log.incidences()
+    keep = np.isin(kind, [int(k) for k, w in weights.items() if w > 0])
+    for k, floor in min_requests.items():
+        keep &= (kind != int(k)) | (counts >= floor)
+    if candidates is not None:
+        keep &= (account < len(candidates)) & candidates[np.minimum(account, len(candidates) - 1)]
+    keep &= _top_per_account(account, kind, counts, TOP_VALUES_PER_ACCOUNT)
+    account, kind, value = account[keep], kind[keep], value[keep]
+    # a value counts when accounts of two or more orgs share it: count distinct (value, org) pairs
+    value_org = np.unique((value << np.uint64(ACCOUNT_BITS)) | orgs[account].astype(np.uint64))
+    org_values, org_count = np.unique(value_org >> np.uint64(ACCOUNT_BITS), return_counts=True)
+    keep = np.isin(value, org_values[org_count >= 2], assume_unique=False)
+    account, kind, value = account[keep], kind[keep], value[keep]
+    values, value_index, sharing = np.unique(value, return_inverse=True, return_counts=True)
+    label = np.full(accounts, -1, dtype=np.int64)
+    total = max(int(np.unique(account).size), 2)
+    caps = DEFAULT_MAX_SHARE if max_share is None else max_share
+    cap = np.full(16, np.inf)
+    for k, share in caps.items():
+        cap[int(k)] = share * total
+    keep = sharing[value_index] <= cap[kind]
+    account, kind, value_index = account[keep], kind[keep], value_index[keep]
+    if len(account) == 0:
+        return Clusters([], [], [], label)
+    kind_weight = np.zeros(16)
+    for k, w in weights.items():
+        kind_weight[int(k)] = w
+    edge_weight = kind_weight[kind] * np.log(total / sharing[value_index] + 1)
+
+    linked, account_vertex = np.unique(account, return_inverse=True)
+    used_values, value_vertex = np.unique(value_index, return_inverse=True)
+    graph = ig.Graph(
+        n=len(linked) + len(used_values),
+        edges=np.column_stack([account_vertex, len(linked) + value_vertex]).tolist(),
+        edge_attrs={"weight": edge_weight.tolist()},
+    )
+    partition = leidenalg.find_partition(
+        graph,
+        leidenalg.RBConfigurationVertexPartition,
+        weights="weight",
+        resolution_parameter=resolution,
+        seed=seed,
+    )
+    membership = np.array(partition.membership[: len(linked)])
+    members: list[np.ndarray] = []
+    strength: list[np.ndarray] = []
+    evidence: list[list[tuple[Evidence, int, int, float]]] = []
+    value_membership = np.array(partition.membership[len(linked) :])
+    for community in np.unique(membership):
+        in_community = linked[membership == community]
+        if len(in_community) < min_cluster:
+            continue
+        label[in_community] = len(members)
+        members.append(in_community)
+        chosen = (membership[account_vertex] == community) & (value_membership[value_vertex] == community)
+        inside = np.bincount(account_vertex[chosen], weights=edge_weight[chosen], minlength=len(linked))
+        strength.append(inside[membership == community])
+        evidence.append(_top_evidence(kind[chosen], values[value_index[chosen]], edge_weight[chosen]))
+    return Clusters(members, strength, evidence, label)
+
+
+def _top_per_account(account: np.ndarray, kind: np.ndarray, counts: np.ndarray, top: int) -> np.ndarray:
+    """Mask of each (account, kind)'s `top` values by request count: an account's most repeated templates and
+    subnets are what it shares with its cluster; the long tail adds graph edges, not evidence."""
+    order = np.lexsort((-counts, kind, account))
+    group = (account[order] << 4) | kind[order]
+    starts = np.r_[0, np.flatnonzero(group[1:] != group[:-1]) + 1]
+    rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    mask = np.empty(len(order), dtype=bool)
+    mask[order] = rank < top
+    return mask
+
+
+def _top_evidence(
+    kind: np.ndarray, value: np.ndarray, weight: np.ndarray, top: int = 8
+) -> list[tuple[Evidence, int, int, float]]:
+    unique, inverse, members = np.unique(value, return_inverse=True, return_counts=True)
+    total = np.bincount(inverse, weights=weight)
+    kinds = np.zeros(len(unique), dtype=np.int64)
+    kinds[inverse] = kind
+    order = np.argsort(-total)[:top]
+    return [(Evidence(int(kinds[i])), int(unique[i]), int(members[i]), float(total[i])) for i in order]

@@ -1,0 +1,235 @@
+"""Request-level features: computed once per request, cheaply, from what the gateway already reads.
+
+They fill the fingerprint slots of the one `RequestEvent` schema (`template_hash`, `template_signature`,
+`reasoning_extraction_score`, `capability_area`, `sampling_fingerprint`, `client_fingerprint`,
+`tls_fingerprint`); the gateway's event writer, the simulator and batch analysis all call these functions.
+
+* Template fingerprint: the text's *skeleton* (numbers, quoted spans, code, URLs, e-mail addresses and named
+  slots masked) hashed exactly, plus a MinHash signature of its word 3-shingles, written as LSH band keys, so
+  one template filled with different tasks still shares band keys across requests and accounts.
+* Reasoning-extraction score and capability area: the reviewed pattern files in `detect/patterns/`.
+* Sampling and client fingerprints: hashes of the sampling parameters, and the user agent's family and
+  major.minor version.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from ua_parser import parse_user_agent
+
+PATTERNS_DIR = Path(__file__).parent / "patterns"
+SAMPLING_FIELDS = (
+    "model",
+    "stream",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "n",
+    "logprobs",
+    "top_logprobs",
+    "response_format",
+    "tools_schema_hash",
+)
+
+# MinHash: 16 hash functions, written as 8 LSH bands of 2 rows. Two fillings of one template whose shingle sets
+# have Jaccard similarity s share at least one band key with probability 1 - (1 - s^2)^8 (s = 0.3: 54 %).
+MINHASH_BANDS = 8
+MINHASH_ROWS = 2
+MAX_SHINGLE_WORDS = 400  # long prompts: the first 300 and last 100 words (templates frame the task)
+_rng = np.random.default_rng(0x6879647261)  # fixed: signatures must agree across processes and releases
+_A = _rng.integers(1, 2**63, MINHASH_BANDS * MINHASH_ROWS, dtype=np.uint64) | np.uint64(1)
+_B = _rng.integers(0, 2**63, MINHASH_BANDS * MINHASH_ROWS, dtype=np.uint64)
+_MIX1, _MIX2, _MIX3 = np.uint64(0x9E3779B1), np.uint64(0x85EBCA77), np.uint64(0x9E3779B97F4A7C15)
+_SHIFT = np.uint64(32)
+
+# (cue, pattern, mask): a mask runs only when its cue occurs in the text (cheap `in` test); "" always runs
+_MASKS = (
+    ("```", re.compile(r"```.*?(```|$)", re.S), " <code> "),
+    ("`", re.compile(r"`[^`\n]+`"), " <code> "),
+    ("", re.compile(r"https?://\S+|www\.\S+"), " <url> "),
+    ("@", re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+"), " <email> "),
+    ("", re.compile(r"\{\{?\s*\w+\s*\}?\}|\[[A-Z][A-Z_ ]{1,30}\]|<[A-Z][A-Z_]{1,30}>"), " <slot> "),
+    ("", re.compile(r"\"[^\"\n]{1,200}\"|“[^”\n]{1,200}”|'[^'\n]{2,200}'(?!\w)"), " <q> "),
+    ("", re.compile(r"\d+([.,:/]\d+)*"), " <num> "),
+)
+_WORD = re.compile(r"<\w+>|\w+")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFeatures:
+    template_hash: str
+    template_signature: str
+    reasoning_extraction_score: float
+    capability_area: str
+
+
+def skeleton(text: str) -> str:
+    """The text with its variable parts masked, lower-cased, whitespace collapsed."""
+    for cue, pattern, mask in _MASKS:
+        if cue in text:
+            text = pattern.sub(mask, text)
+    return " ".join(_WORD.findall(text.lower()))
+
+
+def minhash_bands(words: list[str]) -> list[int]:
+    """MINHASH_BANDS 32-bit LSH band keys of the word 3-shingles (fewer than 3 words: the words themselves)."""
+    if len(words) > MAX_SHINGLE_WORDS:
+        words = words[:300] + words[-100:]
+    hashes = np.array([zlib.crc32(w.encode()) for w in words] or [0], dtype=np.uint64)
+    if len(hashes) >= 3:
+        hashes = (hashes[:-2] * _MIX1 + hashes[1:-1]) * _MIX2 + hashes[2:]
+    # multiply-shift hashing (wrapping uint64 arithmetic): one universal hash function per column of _A
+    mins = ((np.outer(hashes, _A) + _B) >> _SHIFT).min(axis=0).reshape(MINHASH_BANDS, MINHASH_ROWS)
+    return ((mins[:, 0] * _MIX3 + mins[:, 1]) >> _SHIFT).tolist()
+
+
+def _fingerprint(skel: str, words: list[str]) -> tuple[str, str]:
+    digest = hashlib.sha256(skel.encode()).hexdigest()[:16]
+    return digest, "".join(f"{key:08x}" for key in minhash_bands(words))
+
+
+def template_fingerprint(text: str) -> tuple[str, str]:
+    """`(template_hash, template_signature)`: 16 hex digits of the skeleton's SHA-256, and the band keys as
+    MINHASH_BANDS groups of 8 hex digits."""
+    skel = skeleton(text)
+    return _fingerprint(skel, skel.split())
+
+
+def signature_bands(signature: str) -> list[str]:
+    """A `template_signature`'s band keys, each prefixed with its band number (band keys only collide within
+    one band)."""
+    return [f"{i}:{signature[8 * i : 8 * i + 8]}" for i in range(len(signature) // 8)]
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    id: str
+    weight: float
+    cues: tuple[str, ...]
+    regex: re.Pattern[str]
+    rationale: str
+    source: str
+    examples: dict[str, list[str]]
+
+
+@functools.cache
+def reasoning_patterns() -> tuple[Pattern, ...]:
+    data = yaml.safe_load((PATTERNS_DIR / "reasoning_extraction.yaml").read_text())
+    return tuple(
+        Pattern(
+            id=p["id"],
+            weight=float(p["weight"]),
+            cues=tuple(p["cue"].split("|")),
+            regex=re.compile(p["pattern"], re.I),
+            rationale=p["rationale"],
+            source=p["source"],
+            examples=p["examples"],
+        )
+        for p in data["patterns"]
+    )
+
+
+def reasoning_matches(text: str) -> list[Pattern]:
+    lowered = text.lower()
+    return [
+        p for p in reasoning_patterns() if any(cue in lowered for cue in p.cues) and p.regex.search(text) is not None
+    ]
+
+
+def reasoning_extraction_score(text: str) -> float:
+    """1 - prod(1 - weight) over the reasoning-extraction patterns the text matches (0: none)."""
+    keep = 1.0
+    for pattern in reasoning_matches(text):
+        keep *= 1.0 - pattern.weight
+    return round(1.0 - keep, 4)
+
+
+@dataclass(frozen=True, slots=True)
+class AreaIndex:
+    default: str
+    areas: tuple[str, ...]
+    words: dict[str, tuple[tuple[int, float], ...]]  # word -> (area number, weight) for each area it counts for
+    phrases: tuple[tuple[str, int, float], ...]
+    patterns: tuple[tuple[re.Pattern[str], int, float], ...]
+
+
+@functools.cache
+def capability_areas() -> AreaIndex:
+    data = yaml.safe_load((PATTERNS_DIR / "capability_areas.yaml").read_text())
+    areas = tuple(data["areas"])
+    words: dict[str, list[tuple[int, float]]] = {}
+    phrases, patterns = [], []
+    for i, spec in enumerate(data["areas"].values()):
+        for word, weight in spec.get("words", {}).items():
+            words.setdefault(word, []).append((i, float(weight)))
+        phrases += [(phrase, i, float(weight)) for phrase, weight in spec.get("phrases", {}).items()]
+        patterns += [(re.compile(p), i, float(weight)) for p, weight in spec.get("patterns", {}).items()]
+    return AreaIndex(data["default"], areas, {w: tuple(v) for w, v in words.items()}, tuple(phrases), tuple(patterns))
+
+
+def capability_area(text: str, tools_count: int = 0, words: set[str] | None = None) -> str:
+    """The best-scoring area of `capability_areas.yaml`; `words`: the text's skeleton words, if at hand."""
+    if tools_count:
+        return "agentic"
+    index = capability_areas()
+    lowered = text.lower()
+    if words is None:
+        words = set(skeleton(text).split())
+    scores = [0.0] * len(index.areas)
+    for word in words:
+        for area, weight in index.words.get(word, ()):
+            scores[area] += weight
+    for phrase, area, weight in index.phrases:
+        if phrase in lowered:
+            scores[area] += weight
+    for regex, area, weight in index.patterns:
+        if regex.search(lowered):
+            scores[area] += weight
+    best = max(range(len(scores)), key=scores.__getitem__)
+    return index.areas[best] if scores[best] > 0 else index.default
+
+
+def request_features(system_text: str, user_text: str, tools_count: int = 0) -> RequestFeatures:
+    """The content features of one request: its system prompt and its last user turn (earlier turns were
+    scored when they were sent)."""
+    text = f"{system_text}\n{user_text}" if system_text else user_text
+    skel = skeleton(text)
+    words = skel.split()
+    template_hash, signature = _fingerprint(skel, words)
+    area = capability_area(text, tools_count, set(words))
+    return RequestFeatures(template_hash, signature, reasoning_extraction_score(text), area)
+
+
+def sampling_fingerprint(values: dict[str, Any] | Any) -> str:
+    """16 hex digits identifying a request's sampling parameters (`SAMPLING_FIELDS`, from a mapping or any
+    object with those attributes: a `RequestEvent`, a `RequestInfo`)."""
+    get = values.get if isinstance(values, dict) else functools.partial(getattr, values)
+    text = "|".join(repr(get(name, None)) for name in SAMPLING_FIELDS)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_PRODUCT = re.compile(r"^\s*([A-Za-z][\w.\-/ ]*?)[/ ]v?(\d+)(?:\.(\d+))?")
+
+
+@functools.lru_cache(maxsize=65_536)
+def client_fingerprint(user_agent: str | None) -> str | None:
+    """The user agent's client family and major.minor version, e.g. `Chrome/124.0`, `OpenAI/Python/1.40`."""
+    if not user_agent:
+        return None
+    parsed = parse_user_agent(user_agent)
+    if parsed is not None and parsed.family != "Other":
+        return f"{parsed.family}/{parsed.major or 0}.{parsed.minor or 0}"
+    match = _PRODUCT.match(user_agent)
+    if match is None:
+        return "other"
+    family, major, minor = match.groups()
+    return f"{family}/{major}.{minor or 0}"

@@ -1,0 +1,429 @@
+"""Detection rules: reviewed YAML files that say which features indicate extraction (docs/rules.md).
+
+A rule is data, not code, in the spirit of Sigma rules and CrowdSec scenarios: a condition over one level's
+features (an account's, or a cluster of linked accounts'), and the action to propose when it holds. Conditions
+are parsed once, at load time, into predicates; nothing is ever evaluated as code. Every load error is a
+`RuleError` naming the file and the field, so a rule pack is either entirely valid or not loaded at all.
+"""
+
+from __future__ import annotations
+
+import enum
+import operator
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from numbers import Real
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from hydraguard.decide.model import ScopeKind
+
+Scalar = float | int | str | bool
+FeatureValue = Scalar | None
+Features = Mapping[str, FeatureValue]
+
+SUFFIXES = (".yaml", ".yml")
+DEFAULT_DIR = Path(__file__).parent / "rules"
+
+
+class RuleError(Exception):
+    """A rule file that cannot be loaded; the message names the file and every offending field."""
+
+
+class Level(enum.StrEnum):
+    ACCOUNT = "account"  # one account's features
+    CLUSTER = "cluster"  # the features of a group of linked accounts
+
+
+class Severity(enum.StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class Action(enum.StrEnum):
+    FLAG = "flag"  # for an analyst; enforces nothing
+    THROTTLE = "throttle"
+    DEGRADE = "degrade"
+    CHALLENGE = "challenge"
+    BLOCK = "block"
+
+
+# -- durations -------------------------------------------------------------------------------------------
+_DURATION = re.compile(r"([1-9][0-9]*)([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: object) -> int:
+    """Seconds in a duration string: `90s`, `30m`, `6h`, `7d`."""
+    if isinstance(value, str) and (match := _DURATION.fullmatch(value.strip())):
+        return int(match[1]) * _UNIT_SECONDS[match[2]]
+    raise ValueError(f"{value!r} is not a duration like 30m, 6h or 7d (a positive whole number, then s, m, h or d)")
+
+
+# -- conditions ------------------------------------------------------------------------------------------
+_LEAF = re.compile(
+    r"(?P<feature>[a-z][a-z0-9_]*(?:\.[a-z0-9_]+)+)\s*"
+    r"(?P<op>>=|<=|==|!=|>|<|\bnot\s+in\b|\bin\b)\s*"
+    r"(?P<literal>.*)"
+)
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+_INTEGER = re.compile(r"[-+]?\d+")
+_BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_.:/-]*")
+_QUOTED = re.compile(r'"([^"]*)"|\'([^\']*)\'')
+_ITEM = r'"[^"]*"|\'[^\']*\'|[^\s,\[\]"\']+'
+_LIST = re.compile(rf"\[\s*(?:(?:{_ITEM})\s*(?:,\s*(?:{_ITEM})\s*)*)?\]")
+
+
+def _in(value: Scalar, values: tuple[Scalar, ...]) -> bool:
+    return value in values
+
+
+def _not_in(value: Scalar, values: tuple[Scalar, ...]) -> bool:
+    return value not in values
+
+
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    ">=": operator.ge,
+    ">": operator.gt,
+    "<=": operator.le,
+    "<": operator.lt,
+    "==": operator.eq,
+    "!=": operator.ne,
+    "in": _in,
+    "not in": _not_in,
+}
+_ORDERING = frozenset({">=", ">", "<=", "<"})
+
+
+def _kind(value: object) -> str | None:
+    """The literal kind a value compares as; None for an absent, NaN or unsupported value."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, Real):
+        return None if value != value else "number"  # NaN: as if absent
+    if isinstance(value, str):
+        return "string"
+    return None
+
+
+def _render(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.6g}" if abs(value) < 1e6 else f"{value:.0f}"
+    if isinstance(value, str) and not _BARE.fullmatch(value):
+        return f'"{value}"'
+    return str(value)
+
+
+def _scalar(text: str) -> tuple[Scalar, str]:
+    """A literal's value and kind."""
+    if quoted := _QUOTED.fullmatch(text):
+        return (quoted[1] if quoted[1] is not None else quoted[2]), "string"
+    if text in ("true", "false"):
+        return text == "true", "bool"
+    if _NUMBER.fullmatch(text):
+        return (int(text) if _INTEGER.fullmatch(text) else float(text)), "number"
+    if text in ("null", "~"):
+        raise ValueError("null is not a literal (an absent feature never matches)")
+    if _BARE.fullmatch(text):
+        return text, "string"
+    raise ValueError(f"{text!r} is not a number, true, false, a bare word or a quoted string")
+
+
+@dataclass(frozen=True, slots=True)
+class Leaf:
+    """`<feature> <op> <literal>`: holds when the feature is present, of the literal's kind, and compares so."""
+
+    text: str
+    feature: str
+    op: str
+    literal: str  # as written, for explanations
+    kind: str  # number, string or bool
+    expected: Scalar | tuple[Scalar, ...]
+
+    def holds(self, features: Features) -> bool:
+        value = features.get(self.feature)
+        return _kind(value) == self.kind and _OPS[self.op](value, self.expected)
+
+    def why(self, features: Features, outcome: bool) -> list[str]:
+        value = features.get(self.feature)
+        seen = "is absent" if value is None else f"= {_render(value)}"
+        return [f"{self.feature} {seen} ({'' if outcome else 'not '}{self.op} {self.literal})"]
+
+    def features(self) -> Iterator[str]:
+        yield self.feature
+
+    def source(self) -> object:
+        return self.text
+
+
+@dataclass(frozen=True, slots=True)
+class AllOf:
+    children: tuple[Condition, ...]
+
+    def holds(self, features: Features) -> bool:
+        return all(child.holds(features) for child in self.children)
+
+    def why(self, features: Features, outcome: bool) -> list[str]:
+        parts = self.children if outcome else [c for c in self.children if not c.holds(features)]
+        return [reason for child in parts for reason in child.why(features, outcome)]
+
+    def features(self) -> Iterator[str]:
+        for child in self.children:
+            yield from child.features()
+
+    def source(self) -> object:
+        return {"all": [child.source() for child in self.children]}
+
+
+@dataclass(frozen=True, slots=True)
+class AnyOf:
+    children: tuple[Condition, ...]
+
+    def holds(self, features: Features) -> bool:
+        return any(child.holds(features) for child in self.children)
+
+    def why(self, features: Features, outcome: bool) -> list[str]:
+        parts = [c for c in self.children if c.holds(features)] if outcome else self.children
+        return [reason for child in parts for reason in child.why(features, outcome)]
+
+    def features(self) -> Iterator[str]:
+        for child in self.children:
+            yield from child.features()
+
+    def source(self) -> object:
+        return {"any": [child.source() for child in self.children]}
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    child: Condition
+
+    def holds(self, features: Features) -> bool:
+        return not self.child.holds(features)
+
+    def why(self, features: Features, outcome: bool) -> list[str]:
+        return self.child.why(features, not outcome)
+
+    def features(self) -> Iterator[str]:
+        return self.child.features()
+
+    def source(self) -> object:
+        return {"not": self.child.source()}
+
+
+# Every node: `holds(features)`; `why(features, outcome)`, the leaves that make it evaluate to `outcome` (which
+# it does), rendered; `features()`, the names it reads; `source()`, its YAML form.
+Condition = Leaf | AllOf | AnyOf | Not
+
+
+def parse_leaf(text: str, where: str = "when") -> Leaf:
+    """One `<feature> <op> <literal>` string, compiled; a ValueError quoting the leaf if it is malformed."""
+
+    def malformed(why: str) -> ValueError:
+        return ValueError(f"{where}: malformed condition {text!r}: {why}")
+
+    match = _LEAF.fullmatch(text.strip())
+    if not match or not match["literal"].strip():
+        raise malformed("expected `<feature> <op> <literal>`, e.g. `account.reasoning_share >= 0.3`")
+    feature, op, literal = match["feature"], " ".join(match["op"].split()), match["literal"].strip()
+    expected: Scalar | tuple[Scalar, ...]
+    try:
+        if op in ("in", "not in"):
+            if not _LIST.fullmatch(literal):
+                raise ValueError(f"`{op}` needs a list like [coding, math], got {literal!r}")
+            items = [_scalar(item) for item in re.findall(_ITEM, literal[1:-1])]
+            kinds = {kind for _, kind in items}
+            if len(kinds) != 1:
+                raise ValueError(f"`{op}` needs a non-empty list of one kind (numbers, strings or true/false)")
+            expected, kind = tuple(value for value, _ in items), kinds.pop()
+        else:
+            expected, kind = _scalar(literal)
+            if op in _ORDERING and kind != "number":
+                raise ValueError(f"`{op}` needs a number, got {literal!r}")
+    except ValueError as exc:
+        raise malformed(str(exc)) from exc
+    return Leaf(text=text, feature=feature, op=op, literal=literal, kind=kind, expected=expected)
+
+
+def compile_condition(raw: object, where: str = "when") -> Condition:
+    """A condition tree from its YAML form: a leaf string, or `{all: [...]}`, `{any: [...]}`, `{not: ...}`."""
+    if isinstance(raw, str):
+        return parse_leaf(raw, where)
+    if not isinstance(raw, dict) or len(raw) != 1:
+        raise ValueError(f"{where}: a condition is a leaf string or a mapping with one key: all, any or not")
+    ((key, value),) = raw.items()
+    if key in ("all", "any"):
+        if not isinstance(value, list) or not value:
+            raise ValueError(f"{where}.{key}: needs a non-empty list of conditions")
+        children = tuple(compile_condition(child, f"{where}.{key}[{i}]") for i, child in enumerate(value))
+        return AllOf(children) if key == "all" else AnyOf(children)
+    if key == "not":
+        return Not(compile_condition(value, f"{where}.not"))
+    raise ValueError(f"{where}: unknown key {key!r}; a condition mapping has one key: all, any or not")
+
+
+def _compile_when(raw: object) -> Condition:
+    if not isinstance(raw, dict):
+        raise ValueError("`when` is a mapping with one key: all, any or not")
+    return compile_condition(raw)
+
+
+# -- rules -----------------------------------------------------------------------------------------------
+Text = Annotated[str, Field(min_length=1)]
+_DEFAULT_SCOPE = {Level.ACCOUNT: ScopeKind.ACCOUNT, Level.CLUSTER: ScopeKind.GROUP}
+
+
+class Rule(BaseModel):
+    """One detection rule, validated, with its condition compiled."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
+    version: Annotated[int, Field(ge=1, strict=True)]
+    title: Text
+    description: Text
+    rationale: Text  # why it indicates extraction
+    source: Text  # the public report or reference it is drawn from
+    level: Level
+    severity: Severity
+    action: Action
+    scope: ScopeKind  # defaults by level, see _default_scope
+    ttl: Annotated[int | None, BeforeValidator(lambda v: None if v is None else parse_duration(v))] = None  # seconds
+    shadow: Annotated[bool, Field(strict=True)] = False  # log hits, act on none
+    tags: list[str] = []
+    when: Annotated[Condition, PlainValidator(_compile_when), PlainSerializer(lambda when: when.source())]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_scope(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "scope" in data:
+            return data
+        level = data.get("level")
+        valid = isinstance(level, str) and level in _DEFAULT_SCOPE
+        # with an invalid level the rule fails on `level` alone, so any scope does here
+        return {**data, "scope": _DEFAULT_SCOPE[level] if valid else ScopeKind.ACCOUNT}
+
+    @field_validator("when")
+    @classmethod
+    def _level_prefix(cls, when: Condition, info: ValidationInfo) -> Condition:
+        level = info.data.get("level")
+        if level is not None:
+            foreign = sorted({f for f in when.features() if not f.startswith(f"{level}.")})
+            if foreign:
+                raise ValueError(f"a {level} rule may use only `{level}.` features, not {', '.join(foreign)}")
+        return when
+
+    @model_validator(mode="after")
+    def _ttl_unless_flag(self) -> Rule:
+        if self.ttl is None and self.action is not Action.FLAG:
+            raise ValueError(f"ttl: required for action {self.action} (only flag rules may omit it)")
+        return self
+
+    def matches(self, features: Features) -> bool:
+        return self.when.holds(features)
+
+    def explain(self, features: Features) -> list[str]:
+        """The leaf conditions that made the rule fire, with the values seen; empty when it does not fire."""
+        return self.when.why(features, True) if self.when.holds(features) else []
+
+
+def parse_rule(text: str, source: str = "<rule>") -> Rule:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RuleError(f"{source}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise RuleError(f"{source}: a rule is a YAML mapping, got {type(data).__name__}")
+    try:
+        return Rule.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"{source}: {exc.error_count()} invalid field(s):"]
+        for err in exc.errors():
+            where = ".".join(str(part) for part in err["loc"]) or "(top level)"
+            lines.append(f"  {where}: {err['msg']}")
+        raise RuleError("\n".join(lines)) from exc
+
+
+# -- rule sets -------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A rule that fired, with what it proposes and why."""
+
+    rule_id: str
+    version: int
+    severity: Severity
+    action: Action
+    scope: ScopeKind
+    ttl: int | None  # seconds; None only for a flag without one
+    shadow: bool  # log it, act on nothing
+    reasons: tuple[str, ...]
+
+
+def _rule_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise RuleError(f"rule path {path} does not exist")
+    found = (p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file())
+    return sorted(p for p in found if not any(part.startswith(".") for part in p.relative_to(path).parts))
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    rules: tuple[Rule, ...]
+
+    @classmethod
+    def load(cls, paths: Iterable[Path]) -> RuleSet:
+        """Rule files, and every `*.yaml`/`*.yml` under directories (sorted, dot-files skipped), in that order."""
+        origin: dict[str, Path] = {}
+        rules: list[Rule] = []
+        for path in paths:
+            for file in _rule_files(Path(path)):
+                rule = parse_rule(file.read_text(encoding="utf-8"), str(file))
+                if rule.id in origin:
+                    raise RuleError(f"{file}: rule id {rule.id!r} is already defined in {origin[rule.id]}")
+                origin[rule.id] = file
+                rules.append(rule)
+        return cls(tuple(rules))
+
+    @classmethod
+    def default(cls) -> RuleSet:
+        """The rule pack shipped in the package (`hydraguard/detect/rules/`)."""
+        return cls.load([DEFAULT_DIR])
+
+    def evaluate(self, level: str, features: Features) -> list[Hit]:
+        """The hits of this level's rules on one subject's features, in load order."""
+        wanted = Level(level)
+        return [
+            Hit(
+                rule_id=rule.id,
+                version=rule.version,
+                severity=rule.severity,
+                action=rule.action,
+                scope=rule.scope,
+                ttl=rule.ttl,
+                shadow=rule.shadow,
+                reasons=tuple(rule.explain(features)),
+            )
+            for rule in self.rules
+            if rule.level is wanted and rule.matches(features)
+        ]
