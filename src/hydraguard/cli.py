@@ -236,7 +236,10 @@ def evaluate(
     out: Annotated[Path, typer.Option(help="Directory for evaluation.md and evaluation.json.")],
     detector: Annotated[
         list[str] | None,
-        typer.Option(help="A built-in detector (rate-limits, none) or module:factory; repeatable."),
+        typer.Option(
+            help="A built-in detector (hydraguard, hydraguard-no-<family>, rate-limits, none) or module:factory; "
+            "repeatable."
+        ),
     ] = None,
 ) -> None:
     """Score detectors on simulated runs against their ground truth (docs/simulator.md, "Evaluation")."""
@@ -264,6 +267,49 @@ def evaluate(
     typer.echo(table, nl=False)
     corpora = sorted({f"{k}: {v}" for r in rows for k, v in r["corpora"].items()})
     typer.echo(f"corpora: {'; '.join(corpora)}\n-> {out / 'evaluation.md'}, {out / 'evaluation.json'}")
+
+
+@app.command()
+def analyze(
+    events_dir: Annotated[
+        Path, typer.Argument(help="A `hydraguard simulate` output, or the gateway's event log directory.")
+    ],
+    out: Annotated[Path, typer.Option(help="Directory for campaigns.json and report.md.")],
+) -> None:
+    """Batch detection over a finished event log: campaigns and a Markdown report (docs/detection.md)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from hydraguard.detect import analyze as analysis
+
+    if not events_dir.is_dir():
+        _fail(f"{events_dir} is not a directory")
+    if (events_dir / "events").is_dir():
+        batches = analysis.simulated_batches(events_dir)
+        registry = pq.read_table(events_dir / "registry" / "accounts.parquet")
+    else:
+        batches = analysis.log_batches(events_dir)
+        accounts = _registry().list_accounts()
+        registry = pa.table(
+            {
+                name: [getattr(a, name) for a in accounts]
+                for name in ("id", "org_id", "signup_at", "signup_ip", "email_domain", "payment_fingerprint")
+            },
+            schema=pa.schema(
+                [
+                    ("id", pa.string()),
+                    ("org_id", pa.string()),
+                    ("signup_at", pa.float64()),
+                    ("signup_ip", pa.string()),
+                    ("email_domain", pa.string()),
+                    ("payment_fingerprint", pa.string()),
+                ]
+            ),
+        )
+    campaigns = analysis.analyze(batches, registry)
+    analysis.write(campaigns, out, str(events_dir))
+    typer.echo(analysis.report(campaigns, str(events_dir)), nl=False)
+    typer.echo(f"-> {out / 'campaigns.json'}, {out / 'report.md'}")
 
 
 # -- orgs and accounts -----------------------------------------------------------------------------------

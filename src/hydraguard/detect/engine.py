@@ -53,7 +53,8 @@ class Detection:
 
 @dataclass
 class EngineSettings:
-    analysis_interval: float = 3600.0  # seconds of event time between analyses
+    analysis_interval: float = 3600.0  # seconds of event time between analyses (account rules)
+    linkage_interval: float = 6 * 3600.0  # seconds of event time between linkages (cluster rules); a multiple
     min_requests: int = 20  # accounts with fewer requests are not judged alone
     min_member_strength: float = 0.5  # a cluster member links at least this share of the median member's weight
     new_account_days: float = 3.0  # first request within this long of signup: a new account at work
@@ -72,7 +73,9 @@ class Engine:
         self.signup_at: dict[str, float] = {}
         self._org_numbers: dict[str, int] = {}
         self._orgs = np.zeros(0, dtype=np.int64)
-        self._active = np.zeros(0, dtype=bool)
+        self._active = np.zeros(0, dtype=bool)  # active since the last linkage
+        self._account_active = np.zeros(0, dtype=bool)  # active since the last analysis
+        self._next_linkage = -math.inf
         self._next_analysis = -math.inf
         self.now = -math.inf
         self.cluster_of: dict[str, str] = {}
@@ -114,15 +117,26 @@ class Engine:
             return
         numbers = self.accounts.update(batch)
         self.now = max(self.now, float(batch.column("time")[-1].as_py()))
-        if len(self._active) < len(self.accounts):
-            self._active = np.concatenate([self._active, np.zeros(len(self.accounts) - len(self._active), bool)])
+        grow = len(self.accounts) - len(self._active)
+        if grow > 0:
+            self._active = np.concatenate([self._active, np.zeros(grow, bool)])
+            self._account_active = np.concatenate([self._account_active, np.zeros(grow, bool)])
         self._active[numbers] = True
+        self._account_active[numbers] = True
         self.evidence.observe_events(numbers, batch, self._kinds)
 
     # -- analysis ---------------------------------------------------------------------------------------------
-    def analyze(self, at: float) -> list[Detection]:
-        detections = self._account_detections(at) + self._cluster_detections(at)
-        self._active[:] = False
+    def analyze(self, at: float, link: bool | None = None) -> list[Detection]:
+        """Run the account rules on accounts active since the last analysis and, when `link` (default: when a
+        linkage interval has passed), link accounts and run the cluster rules."""
+        if link is None:
+            link = at >= self._next_linkage
+        detections = self._account_detections(at)
+        if link:
+            detections += self._cluster_detections(at)
+            self._active[:] = False
+            self._next_linkage = (at // self.settings.linkage_interval + 1) * self.settings.linkage_interval
+        self._account_active[:] = False
         return detections
 
     def account_features(self, numbers: np.ndarray) -> dict[str, np.ndarray]:
@@ -138,7 +152,7 @@ class Engine:
         return features
 
     def _account_detections(self, at: float) -> list[Detection]:
-        active = np.flatnonzero(self._active[: len(self.accounts)])
+        active = np.flatnonzero(self._account_active[: len(self.accounts)])
         active = active[self.accounts.counts["requests"][active] >= self.settings.min_requests]
         if len(active) == 0:
             return []
@@ -251,5 +265,5 @@ class Engine:
         detections: list[Detection] = []
         for batch in batches:
             detections += self.observe(batch)
-        detections += self.analyze(self.now)
+        detections += self.analyze(self.now, link=True)
         return detections

@@ -7,7 +7,9 @@ sees ground truth (`truth.parquet`, `prompts.parquet`).
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -145,4 +147,10 @@ def ablation(family: str) -> HydraGuard:
     return HydraGuard(EngineSettings(families_off=frozenset({family})), name=f"hydraguard-no-{family}")
 
 
-BUILTIN: dict[str, type] = {"rate-limits": RateLimits, "none": NoDetector, "hydraguard": HydraGuard}
+ABLATIONS = ("payment", "ip", "identity", "templates", "timing")
+BUILTIN: dict[str, Callable[[], Detector]] = {
+    "rate-limits": RateLimits,
+    "none": NoDetector,
+    "hydraguard": HydraGuard,
+    **{f"hydraguard-no-{family}": functools.partial(ablation, family) for family in ABLATIONS},
+}
