@@ -143,9 +143,10 @@ class AccountTable:
         )
         np.add.at(add["banned_refusals"], account, banned)
         messages = batch.column("message_count").to_numpy()
-        np.add.at(add["multi_turn"], account, messages >= 3)  # user, assistant, user: a conversation goes on
+        ok = status == 200  # shares are of served requests
+        np.add.at(add["multi_turn"], account, ok & (messages >= 3))  # user, assistant, user: a conversation goes on
         score = batch.column("reasoning_extraction_score").fill_null(0).to_numpy()
-        np.add.at(add["reasoning"], account, score >= REASONING_THRESHOLD)
+        np.add.at(add["reasoning"], account, ok & (score >= REASONING_THRESHOLD))
         np.add.at(add["prompt_tokens"], account, batch.column("prompt_tokens").fill_null(0).to_numpy())
         np.add.at(add["completion_tokens"], account, batch.column("completion_tokens").fill_null(0).to_numpy())
 

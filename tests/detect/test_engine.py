@@ -1,0 +1,305 @@
+"""The detection engine end to end on a small synthetic stream: a hydra campaign among legitimate accounts over two
+days, through `Engine` directly and through the harness's `HydraGuard` detector."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from hydraguard.detect.engine import Detection, Engine, EngineSettings
+from hydraguard.detect.linkage import Evidence
+from hydraguard.detect.request import template_fingerprint
+from hydraguard.detect.rules import RuleSet
+from hydraguard.events.schema import RequestEvent, events_to_table
+from hydraguard.sim.detector import HydraGuard
+from hydraguard.sim.evaluate import run_detector
+
+T0 = 1_767_225_600.0  # 2026-01-01 00:00 UTC, a whole hour
+DAY = 86_400.0
+INTERVAL = 3600.0
+CAMPAIGN = 15
+LEGIT = 30
+TEMPLATE = "You are a meticulous solver. Task: {task} Work through it, then give the final answer on its own line."
+TASKS = [
+    "implement a function that merges two sorted arrays in python",
+    "prove that the sum of two even numbers is even",
+    "write a sql query that finds duplicate emails in a users table",
+    "solve the equation for x when three x plus four equals nineteen",
+    "decide which of the following syllogisms is valid and why",
+    "refactor this javascript class so that it uses async functions",
+]
+SIGNATURES = [template_fingerprint(TEMPLATE.format(task=task))[1] for task in TASKS]
+AREAS = ["coding", "math", "coding", "math", "reasoning", "coding"]
+BYSTANDER = "acct_bystander"
+
+
+@dataclass(frozen=True)
+class Stream:
+    registry: pa.Table
+    events: pa.Table
+    campaign: list[str]
+    legit: list[str]
+
+    def batches(self, size: int = 400) -> list[pa.RecordBatch]:
+        return self.events.to_batches(max_chunksize=size)
+
+
+def _event(time: float, account: str, org: str, n: int, **fields: object) -> RequestEvent:
+    return RequestEvent(
+        time=time,
+        request_id=f"req_{n}",
+        endpoint="/v1/chat/completions",
+        account_id=account,
+        org_id=org,
+        status=200,
+        prompt_tokens=400,
+        completion_tokens=900,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def build_stream(with_bystander: bool = False) -> Stream:
+    rng = np.random.default_rng(20260101)
+    rows: list[dict[str, object]] = []
+    events: list[RequestEvent] = []
+    campaign = [f"acct_hydra{i:02d}" for i in range(CAMPAIGN)]
+    legit = [f"acct_user{i:02d}" for i in range(LEGIT)]
+    for i, account in enumerate(campaign):
+        org = f"org_hydra{i:02d}"
+        rows.append(
+            {
+                "id": account,
+                "org_id": org,
+                "signup_at": T0 - 3600.0,
+                "signup_ip": f"198.18.{i}.20",
+                "email_domain": f"mailbox{i}.example",
+                "payment_fingerprint": f"card_pool{i % 3}",
+            }
+        )
+        # round the clock, every 10 minutes, at the same seconds of the minute (a load balancer's rounds)
+        for j in range(int(2 * DAY // 600)):
+            time = T0 + 600.0 * j + 60.0 * (i % 10) + (i % 3)
+            task = (i + j) % len(TASKS)
+            events.append(
+                _event(
+                    time,
+                    account,
+                    org,
+                    len(events),
+                    client_ip=f"100.64.{(7 * i + j) % 60}.{j % 250 + 1}",
+                    user_agent="python-httpx/0.27.0",
+                    message_count=1,
+                    reasoning_extraction_score=0.9 if j % 10 < 3 else 0.0,
+                    capability_area=AREAS[task],
+                    template_signature=SIGNATURES[task],
+                )
+            )
+    people = [(account, f"org_user{i:02d}", f"card_home{i // 2}", 7 + i % 4) for i, account in enumerate(legit)]
+    if with_bystander:  # a person who bought a card from the campaign's reseller, up at night
+        people.append((BYSTANDER, "org_bystander", "card_pool0", 0))
+    for i, (account, org, card, start_hour) in enumerate(people):
+        rows.append(
+            {
+                "id": account,
+                "org_id": org,
+                "signup_at": T0 - 200 * DAY,
+                "signup_ip": f"192.0.2.{i + 1}",
+                "email_domain": f"company{i}.example",
+                "payment_fingerprint": card,  # couples and flatmates share a card across their two orgs
+            }
+        )
+        for day in range(2):
+            for _ in range(40):  # office hours, in a few time zones
+                time = T0 + day * DAY + (start_hour + rng.uniform(0, 8)) * 3600
+                events.append(
+                    _event(
+                        float(time),
+                        account,
+                        org,
+                        len(events),
+                        client_ip=f"203.0.113.{i + 1}",
+                        user_agent="Mozilla/5.0 Chrome/124.0.6367.91",
+                        message_count=int(rng.integers(3, 9)),
+                        reasoning_extraction_score=0.0,
+                        capability_area=str(rng.choice(["writing", "general", "coding", "chit-chat"])),
+                        template_signature=rng.bytes(32).hex(),
+                    )
+                )
+    events.sort(key=lambda e: e.time)
+    return Stream(pa.Table.from_pylist(rows), events_to_table(events), campaign, legit)
+
+
+@pytest.fixture(scope="module")
+def stream() -> Stream:
+    return build_stream()
+
+
+@dataclass(frozen=True)
+class Observed:
+    engine: Engine
+    detections: list[Detection]
+    seen: list[float]  # per detection: the latest event time observed when it was returned
+
+
+def observe_all(stream: Stream, settings: EngineSettings | None = None) -> Observed:
+    engine = Engine(settings=settings or EngineSettings(analysis_interval=INTERVAL))
+    engine.load_registry(stream.registry)
+    detections: list[Detection] = []
+    seen: list[float] = []
+    latest = -math.inf
+    for batch in stream.batches():
+        latest = max(latest, float(batch.column("time")[-1].as_py()))
+        new = engine.observe(batch)
+        detections += new
+        seen += [latest] * len(new)
+    return Observed(engine, detections, seen)
+
+
+@pytest.fixture(scope="module")
+def observed(stream: Stream) -> Observed:
+    return observe_all(stream)
+
+
+def covered(detections: list[Detection]) -> set[str]:
+    return {account for d in detections if d.enforcing for account in d.accounts}
+
+
+def test_campaign_accounts_are_enforced_on_and_legit_accounts_are_not(stream: Stream, observed: Observed) -> None:
+    hit = covered(observed.detections)
+    assert set(stream.campaign) <= hit
+    assert not hit & set(stream.legit)
+
+
+def test_the_campaign_is_found_as_a_cluster(stream: Stream, observed: Observed) -> None:
+    clusters = [d for d in observed.detections if d.level == "cluster" and d.enforcing]
+    assert clusters
+    in_clusters = {a for d in clusters for a in d.accounts}
+    assert in_clusters == set(stream.campaign)
+    last = clusters[-1]
+    assert last.features["cluster.reasoning_share"] >= 0.08
+    assert last.features["cluster.orgs"] == len(last.accounts)
+
+
+def test_analyses_run_at_interval_boundaries_and_never_look_ahead(observed: Observed) -> None:
+    assert observed.detections
+    for detection, latest in zip(observed.detections, observed.seen, strict=True):
+        assert detection.at % INTERVAL == 0
+        assert detection.at <= latest
+    times = [d.at for d in observed.detections]
+    assert times == sorted(times)
+    assert len(set(times)) > 10  # the campaign is re-detected at analysis after analysis
+
+
+def test_an_analysis_sees_exactly_the_events_before_it(stream: Stream) -> None:
+    engine = Engine(settings=EngineSettings(analysis_interval=INTERVAL))
+    engine.load_registry(stream.registry)
+    boundary = T0 + 12 * INTERVAL
+    times = stream.events.column("time").to_numpy()
+    upto = int(np.searchsorted(times, boundary))
+    engine.observe(stream.events.slice(0, upto))
+    assert int(engine.accounts.counts["requests"].sum()) == upto
+    first_after = stream.events.slice(upto, 1)  # the first event at or after the boundary
+    account = first_after.column("account_id")[0].as_py()
+    before = int((stream.events.slice(0, upto).column("account_id").to_numpy(zero_copy_only=False) == account).sum())
+    detections = engine.observe(first_after)
+    assert {d.at for d in detections} == {boundary}
+    [mine] = [d for d in detections if d.level == "account" and d.subject == account]
+    assert mine.features["account.requests"] == before  # the analysis ran before the event was folded in
+    assert int(engine.accounts.counts["requests"].sum()) == upto + 1
+
+
+def test_cluster_rules_run_at_the_first_analysis_and_then_every_linkage_interval(observed: Observed) -> None:
+    linkage = EngineSettings().linkage_interval
+    account_times = sorted({d.at for d in observed.detections if d.level == "account"})
+    cluster_times = sorted({d.at for d in observed.detections if d.level == "cluster"})
+    assert len(account_times) > len(cluster_times) >= 2
+    first = T0 + INTERVAL
+    assert cluster_times[0] == first
+    assert all(at % linkage == 0 for at in cluster_times[1:])
+
+
+def test_detections_carry_rule_ids_reasons_and_evidence_words(observed: Observed) -> None:
+    pack = {rule.id for rule in RuleSet.default().rules}
+    for detection in observed.detections:
+        assert detection.hits
+        for hit in detection.hits:
+            assert hit.rule_id in pack
+            assert hit.reasons
+        assert 0 < detection.score <= 1
+    account_rules = {h.rule_id for d in observed.detections if d.level == "account" for h in d.hits}
+    assert "reasoning-trace-harvest" in account_rules
+    cluster = next(d for d in observed.detections if d.level == "cluster")
+    assert cluster.evidence
+    assert any(word.startswith("payment shared by ") for word in cluster.evidence)
+    assert all(" shared by " in word and word.endswith(" accounts") for word in cluster.evidence)
+
+
+def test_families_off_payment_removes_payment_evidence(stream: Stream) -> None:
+    result = observe_all(stream, EngineSettings(analysis_interval=INTERVAL, families_off=frozenset({"payment"})))
+    _, kind, _, _ = result.engine.evidence.incidences()
+    assert int(Evidence.PAYMENT) not in set(kind.tolist())
+    assert int(Evidence.TEMPLATE) in set(kind.tolist())
+    clusters = [d for d in result.detections if d.level == "cluster"]
+    assert clusters  # the template still links the campaign
+    for detection in clusters:
+        assert not any(word.startswith("payment") for word in detection.evidence)
+        assert detection.features["cluster.shared_payment_share"] == 0.0
+        assert "hydra-pooled-identity-cluster" not in {h.rule_id for h in detection.hits}
+    # the campaign is still caught through its traffic, and nobody legitimate is
+    hit = covered(result.detections)
+    assert set(stream.campaign) <= hit
+    assert not hit & set(stream.legit)
+
+
+def test_run_analyzes_once_more_at_the_end(stream: Stream) -> None:
+    engine = Engine(settings=EngineSettings(analysis_interval=INTERVAL))
+    engine.load_registry(stream.registry)
+    detections = engine.run(stream.batches())
+    last_time = float(stream.events.column("time")[-1].as_py())
+    assert engine.now == last_time
+    assert max(d.at for d in detections) == last_time
+
+
+def test_hydraguard_detector_flags_the_campaign_through_the_harness(stream: Stream) -> None:
+    detector = HydraGuard(EngineSettings(analysis_interval=INTERVAL))
+    flags = run_detector(detector, {"accounts": stream.registry}, stream.batches())
+    flagged = {f.account_id for f in flags}
+    assert flagged == set(stream.campaign)
+    assert len(flags) == len(flagged)  # one flag per account: its earliest
+    first_event = float(stream.events.column("time")[0].as_py())
+    for flag in flags:
+        assert flag.flagged_at % INTERVAL == 0 and flag.flagged_at > first_event
+        assert 0 < flag.score <= 1
+        assert flag.reason
+
+
+# -- a bystander: a legitimate account that shares one card with the campaign's pool ------------------------------
+@pytest.fixture(scope="module")
+def bystander_run() -> Observed:
+    return observe_all(build_stream(with_bystander=True))
+
+
+def test_an_active_bystander_is_not_covered_once_the_cluster_has_evidence(bystander_run: Observed) -> None:
+    later = [d for d in bystander_run.detections if d.at >= T0 + 6 * INTERVAL]
+    assert any(d.level == "cluster" and d.enforcing for d in later)
+    assert BYSTANDER not in covered(later)
+    clusters = bystander_run.engine.clusters()
+    [cluster] = [
+        i for i, m in enumerate(clusters.members) if BYSTANDER in {bystander_run.engine.accounts.ids[n] for n in m}
+    ]
+    confirmed = bystander_run.engine._confirmed(clusters.members[cluster], clusters.strength[cluster])
+    assert BYSTANDER not in {bystander_run.engine.accounts.ids[n] for n in confirmed.tolist()}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="linkage.link splits the young campaign by card and gives each community's strength only its own "
+    "values: the card_pool0 community has only the payment value, so the active bystander's strength equals "
+    "the members' and engine._confirmed covers it with a 7-day block at the first analysis",
+)
+def test_an_active_bystander_is_never_covered(bystander_run: Observed) -> None:
+    assert BYSTANDER not in covered(bystander_run.detections)

@@ -1,0 +1,185 @@
+"""Cross-account linkage: the evidence log and the clusters `link` finds in it, on a small synthetic registry.
+
+Every world here has a background of legitimate small links (couples and flatmates of two orgs sharing a card),
+as any real registry does: they give the graph its weight, and none of them may end up in a cluster.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from hydraguard.detect.linkage import Clusters, Evidence, EvidenceLog, link
+from hydraguard.detect.request import template_fingerprint
+from hydraguard.events.schema import RequestEvent, events_to_table
+
+TEMPLATE = "Solve the task below and show all your work before the final answer. Task: {task} Answer on the last line."
+TASKS = [
+    "explain why the sky looks blue during the day but red at sunset",
+    "describe how a bill becomes a law in a parliamentary system",
+    "compare the life cycle of a frog with the life cycle of a butterfly",
+    "find the shortest route that visits every city on the map exactly once",
+    "summarize the main causes of the first world war for a student",
+    "decide whether a whale is a fish or a mammal and say why",
+]
+REGISTRY_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("org_id", pa.string()),
+        ("signup_at", pa.float64()),
+        ("signup_ip", pa.string()),
+        ("email_domain", pa.string()),
+        ("payment_fingerprint", pa.string()),
+    ]
+)
+_requests = itertools.count()
+
+
+@dataclass
+class World:
+    rows: list[dict[str, object]] = field(default_factory=list)
+    events: list[RequestEvent] = field(default_factory=list)
+
+    def account(self, account: str, org: str, card: str | None, domain: str | None = None) -> None:
+        n = len(self.rows)
+        self.rows.append(
+            {
+                "id": account,
+                "org_id": org,
+                "signup_at": 0.0,
+                "signup_ip": f"10.{n // 250}.{n % 250}.7",
+                "email_domain": domain or f"{org}.example",
+                "payment_fingerprint": card,
+            }
+        )
+
+    def send(self, account: str, text: str, times: int) -> None:
+        for _ in range(times):
+            n = next(_requests)
+            self.events.append(
+                RequestEvent(
+                    time=float(n),
+                    request_id=f"req_{n}",
+                    endpoint="/v1/chat/completions",
+                    account_id=account,
+                    client_ip=f"100.{n % 200}.{n // 200 % 200}.9",
+                    template_signature=template_fingerprint(text)[1],
+                    status=200,
+                )
+            )
+
+    def background(self, pairs: int = 20, domain: str | None = None) -> None:
+        for i in range(2 * pairs):
+            self.account(f"acct_home{i}", f"org_home{i}", f"card_home{i // 2}", domain)
+
+    def campaign(self, accounts: int = 12, domain: str | None = None) -> list[str]:
+        ids = [f"acct_hydra{i}" for i in range(accounts)]
+        for i, account in enumerate(ids):
+            self.account(account, f"org_hydra{i}", f"card_pool{i % 2}", domain)
+            for j in range(6):
+                self.send(account, TEMPLATE.format(task=TASKS[(i + j) % len(TASKS)]), 1)
+        return ids
+
+    def link(self, **kwargs: object) -> tuple[Clusters, list[str], EvidenceLog]:
+        registry = pa.Table.from_pylist(self.rows, schema=REGISTRY_SCHEMA)
+        ids = registry.column("id").to_pylist()
+        number = {account: i for i, account in enumerate(ids)}
+        org_number: dict[str, int] = {}
+        orgs = np.array([org_number.setdefault(o, len(org_number)) for o in registry.column("org_id").to_pylist()])
+        log = EvidenceLog()
+        log.observe_registry(np.arange(len(ids)), registry)
+        if self.events:
+            table = events_to_table(self.events)
+            log.observe_events(np.array([number[a] for a in table.column("account_id").to_pylist()]), table)
+        return link(log, orgs, **kwargs), ids, log  # type: ignore[arg-type]
+
+
+def members(clusters: Clusters, ids: list[str]) -> list[set[str]]:
+    return [{ids[n] for n in m.tolist()} for m in clusters.members]
+
+
+def test_accounts_of_unrelated_orgs_sharing_cards_and_a_template_form_one_cluster() -> None:
+    world = World()
+    world.background()
+    hydra = world.campaign()
+    clusters, ids, _ = world.link()
+    assert members(clusters, ids) == [set(hydra)]
+    kinds = {kind for kind, _, _, _ in clusters.evidence[0]}
+    assert {Evidence.PAYMENT, Evidence.TEMPLATE} <= kinds
+    assert all(clusters.label[ids.index(a)] == 0 for a in hydra)
+    assert all(clusters.label[ids.index(a)] == -1 for a in ids if a.startswith("acct_home"))
+
+
+def test_accounts_of_one_org_sharing_a_card_do_not_cluster() -> None:
+    world = World()
+    world.background()
+    company = [f"acct_team{i}" for i in range(12)]
+    for account in company:
+        world.account(account, "org_bigcorp", "card_corporate")
+    for i, account in enumerate(company):
+        world.send(account, TEMPLATE.format(task=TASKS[i % len(TASKS)]), 3)  # the company's own prompt template
+    clusters, ids, log = world.link()
+    assert clusters.members == []
+    assert (clusters.label == -1).all()
+    _, kind, _, _ = log.incidences()
+    assert (kind == int(Evidence.PAYMENT)).sum() == len(ids)  # the evidence is there; it is same-org, so ignored
+
+
+def test_a_freemail_domain_shared_by_everyone_does_not_glue_accounts() -> None:
+    world = World()
+    world.background(domain="gmail.com")
+    for i in range(20):
+        world.account(f"acct_solo{i}", f"org_solo{i}", f"card_solo{i}", "gmail.com")
+    hydra = world.campaign(domain="gmail.com")
+    clusters, ids, _ = world.link()
+    assert members(clusters, ids) == [set(hydra)]
+    assert Evidence.EMAIL_DOMAIN not in {kind for kind, _, _, _ in clusters.evidence[0]}
+    # the cap is what keeps it out: without it, the domain links everyone into one cluster
+    uncapped, _, _ = world.link(max_share={})
+    assert any(len(m) > len(hydra) and any(a.startswith("acct_solo") for a in m) for m in members(uncapped, ids))
+
+
+def test_a_bystander_sharing_one_value_links_more_weakly_than_members() -> None:
+    world = World()
+    world.background()
+    hydra = world.campaign()
+    world.account("acct_bystander", "org_bystander", "card_pool0")  # bought a card from the same pool, once
+    world.send("acct_bystander", "What should I cook tonight with leeks, potatoes and some cream?", 5)
+    clusters, ids, _ = world.link()
+    [cluster] = [i for i, m in enumerate(members(clusters, ids)) if "acct_bystander" in m]
+    strength = dict(zip((ids[n] for n in clusters.members[cluster].tolist()), clusters.strength[cluster], strict=True))
+    assert set(hydra) <= set(strength)
+    assert strength["acct_bystander"] < min(strength[a] for a in hydra)
+
+
+def test_a_template_seen_once_per_account_is_not_evidence() -> None:
+    world = World()
+    world.background()
+    for i in range(12):
+        world.account(f"acct_user{i}", f"org_user{i}", f"card_user{i}")
+        world.send(f"acct_user{i}", TEMPLATE.format(task=TASKS[0]), 1)
+    clusters, ids, log = world.link()
+    assert clusters.members == []
+    _, kind, _, counts = log.incidences()
+    assert (kind == int(Evidence.TEMPLATE)).sum() == 12 * 4  # four band keys each, one request apiece
+    assert (counts[kind == int(Evidence.TEMPLATE)] == 1).all()
+    twice, _, _ = world.link(min_requests={Evidence.TEMPLATE: 1})
+    assert members(twice, ids) == [{f"acct_user{i}" for i in range(12)}]
+
+
+def test_evidence_log_deduplicates_pairs_and_counts_requests() -> None:
+    world = World()
+    world.account("acct_a", "org_a", "card_1")
+    world.account("acct_b", "org_b", None)  # no card on file: no payment evidence
+    world.send("acct_a", "Hello there, how are you today?", 3)
+    _, _, log = world.link()
+    account, kind, value, counts = log.incidences()
+    payment = kind == int(Evidence.PAYMENT)
+    assert account[payment].tolist() == [0]
+    template = kind == int(Evidence.TEMPLATE)
+    assert (account[template] == 0).all()
+    assert counts[template].tolist() == [3] * int(template.sum())
+    assert len(np.unique(value)) == len(value)  # one row per distinct (account, value)

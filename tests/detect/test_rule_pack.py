@@ -1,0 +1,137 @@
+"""The default rule pack: every shipped rule fires on a hand-written campaign case and spares its nearest
+legitimate look-alike (docs/rules.md, "Testing a rule").
+
+The features are written by hand so that these tests pin the rules, not the feature pipeline. A rule added to
+the pack without a row in `CASES` fails `test_every_rule_in_the_pack_has_cases`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from hydraguard.detect.rules import Action, Rule, RuleSet
+
+PACK = RuleSet.default()
+
+# rule id -> (positive: a campaign that must fire it, negative: the nearest legitimate case, which must not)
+CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "hydra-pooled-identity-cluster": (
+        # a sign-up farm: 14 accounts of 14 fresh orgs, half paying with cards other orgs' accounts use too
+        {
+            "cluster.accounts": 14.0,
+            "cluster.orgs": 14.0,
+            "cluster.shared_payment_share": 0.5,
+            "cluster.new_account_share": 0.93,
+            "cluster.reasoning_share": 0.0,
+        },
+        # a campus cohort: 40 new student accounts in 40 orgs, two of them share a parent's card
+        {
+            "cluster.accounts": 40.0,
+            "cluster.orgs": 40.0,
+            "cluster.shared_payment_share": 0.05,
+            "cluster.new_account_share": 0.95,
+            "cluster.reasoning_share": 0.0,
+        },
+    ),
+    "hydra-reasoning-cluster": (
+        # a hydra diluting its elicitation with cover traffic
+        {
+            "cluster.accounts": 15.0,
+            "cluster.orgs": 15.0,
+            "cluster.reasoning_share": 0.3,
+            "cluster.multi_turn_share": 0.0,
+        },
+        # a campus cohort linked by a shared homework template: many orgs, no reasoning extraction
+        {
+            "cluster.accounts": 35.0,
+            "cluster.orgs": 35.0,
+            "cluster.reasoning_share": 0.0,
+            "cluster.multi_turn_share": 0.6,
+        },
+    ),
+    "hydra-synchronized-cluster": (
+        # a load balancer spreading one workload over 20 accounts, round the clock, in step within the minute
+        {
+            "cluster.accounts": 20.0,
+            "cluster.orgs": 20.0,
+            "cluster.phase_sync": 0.9,
+            "cluster.hour_entropy": 0.98,
+            "cluster.extraction_area_share": 0.85,
+        },
+        # users of one popular coding app across time zones: 24/7 and coding-heavy, but not in step
+        {
+            "cluster.accounts": 60.0,
+            "cluster.orgs": 60.0,
+            "cluster.phase_sync": 0.1,
+            "cluster.hour_entropy": 0.97,
+            "cluster.extraction_area_share": 0.8,
+        },
+    ),
+    "reasoning-trace-harvest": (
+        # one account asking for its internal reasoning in a third of 300 served requests
+        {"account.served": 300.0, "account.requests": 310.0, "account.reasoning_share": 0.33},
+        # a heavy legitimate user who asked for reasoning a handful of times
+        {"account.served": 800.0, "account.requests": 800.0, "account.reasoning_share": 0.01},
+    ),
+    "rotating-identity-automation": (
+        # a proxy network rotating exits and clients, 24/7
+        {
+            "account.distinct_user_agents": 6.0,
+            "account.distinct_subnets": 45.0,
+            "account.hour_entropy": 0.99,
+        },
+        # a person on a phone (carrier NAT changes address all day), a browser and a laptop, who sleeps
+        {
+            "account.distinct_user_agents": 3.0,
+            "account.distinct_subnets": 40.0,
+            "account.hour_entropy": 0.72,
+        },
+    ),
+}
+RULES = {rule.id: rule for rule in PACK.rules}
+
+
+def test_every_rule_in_the_pack_has_cases() -> None:
+    assert set(RULES) == set(CASES)
+
+
+@pytest.mark.parametrize("rule_id", sorted(CASES))
+def test_rule_fires_on_its_campaign_case_and_explains_why(rule_id: str) -> None:
+    rule: Rule = RULES[rule_id]
+    positive, _ = CASES[rule_id]
+    assert rule.matches(positive)
+    reasons = rule.explain(positive)
+    for feature in set(rule.when.features()):
+        assert any(reason.startswith(f"{feature} = ") for reason in reasons), (feature, reasons)
+    hits = {hit.rule_id: hit for hit in PACK.evaluate(str(rule.level), positive)}
+    assert rule_id in hits
+    assert hits[rule_id].reasons == tuple(reasons)
+
+
+@pytest.mark.parametrize("rule_id", sorted(CASES))
+def test_rule_spares_its_nearest_legitimate_case(rule_id: str) -> None:
+    rule = RULES[rule_id]
+    _, negative = CASES[rule_id]
+    assert not rule.matches(negative)
+    assert rule.explain(negative) == []
+    assert rule_id not in [hit.rule_id for hit in PACK.evaluate(str(rule.level), negative)]
+
+
+@pytest.mark.parametrize("rule_id", sorted(CASES))
+def test_negative_case_is_a_near_miss(rule_id: str) -> None:
+    """The legitimate case fails exactly one of the rule's conditions: it tests the rule's boundary, not an
+    unrelated subject."""
+    rule = RULES[rule_id]
+    _, negative = CASES[rule_id]
+    assert set(rule.when.features()) <= set(negative)
+    [failing] = rule.when.why(negative, False)
+    assert "(not " in failing
+
+
+def test_pack_rules_are_reviewed_and_enforcing_ones_expire() -> None:
+    for rule in PACK.rules:
+        assert rule.rationale and rule.source, rule.id
+        if rule.action is not Action.FLAG:
+            assert rule.ttl is not None and rule.ttl > 0, rule.id
