@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from hydraguard.detect.request import sampling_fingerprint
+from hydraguard.detect.request import SAMPLING_FIELDS, sampling_fingerprint
 from hydraguard.events.schema import ARROW_SCHEMA
 from hydraguard.gateway.requests import describe_chat
 from hydraguard.sim.bodies import Profile, chat_body
@@ -253,17 +253,5 @@ class ProfileBook:
 
 
 _PROBE = [{"role": "user", "content": "x"}]
-PROFILE_COLUMNS = (
-    "model",
-    "stream",
-    "temperature",
-    "top_p",
-    "max_tokens",
-    "n",
-    "logprobs",
-    "top_logprobs",
-    "tools_count",
-    "tools_schema_hash",
-    "response_format",
-    "sampling_fingerprint",  # last: computed from the others
-)
+# the event columns a sampling profile decides; "sampling_fingerprint" last: computed from the others
+PROFILE_COLUMNS = (*SAMPLING_FIELDS, "tools_count", "sampling_fingerprint")
