@@ -17,7 +17,6 @@ from numbers import Real
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -25,13 +24,13 @@ from pydantic import (
     Field,
     PlainSerializer,
     PlainValidator,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from hydraguard.decide.model import ScopeKind
+from hydraguard.yamlfile import parse_yaml
 
 Scalar = float | int | str | bool
 FeatureValue = Scalar | None
@@ -347,20 +346,7 @@ class Rule(BaseModel):
 
 
 def parse_rule(text: str, source: str = "<rule>") -> Rule:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RuleError(f"{source}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise RuleError(f"{source}: a rule is a YAML mapping, got {type(data).__name__}")
-    try:
-        return Rule.model_validate(data)
-    except ValidationError as exc:
-        lines = [f"{source}: {exc.error_count()} invalid field(s):"]
-        for err in exc.errors():
-            where = ".".join(str(part) for part in err["loc"]) or "(top level)"
-            lines.append(f"  {where}: {err['msg']}")
-        raise RuleError("\n".join(lines)) from exc
+    return parse_yaml(text, Rule, source, RuleError, "a rule")
 
 
 # -- rule sets -------------------------------------------------------------------------------------------

@@ -14,10 +14,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hydraguard.sim.elicitation import TECHNIQUE_SPACE
+from hydraguard.yamlfile import parse_yaml
 
 Share = Annotated[float, Field(ge=0, le=1)]
 Positive = Annotated[float, Field(gt=0)]
@@ -380,20 +380,7 @@ def resolve(name_or_path: str | Path) -> Path:
 
 
 def parse(text: str, source: str = "<scenario>") -> Scenario:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ScenarioError(f"{source}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ScenarioError(f"{source}: a scenario is a YAML mapping, got {type(data).__name__}")
-    try:
-        return Scenario.model_validate(data)
-    except ValidationError as exc:
-        lines = [f"{source}: {exc.error_count()} invalid field(s):"]
-        for err in exc.errors():
-            where = ".".join(str(part) for part in err["loc"]) or "(top level)"
-            lines.append(f"  {where}: {err['msg']}")
-        raise ScenarioError("\n".join(lines)) from exc
+    return parse_yaml(text, Scenario, source, ScenarioError, "a scenario")
 
 
 def load(name_or_path: str | Path) -> tuple[Scenario, Path, str]:
