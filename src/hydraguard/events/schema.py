@@ -16,7 +16,7 @@ import typing
 import msgspec
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class RequestEvent(msgspec.Struct, kw_only=True):
@@ -59,6 +59,10 @@ class RequestEvent(msgspec.Struct, kw_only=True):
     sampling_fingerprint: str | None = None
     client_fingerprint: str | None = None
     tls_fingerprint: str | None = None
+
+    # threat intelligence and AI-specific controls, recorded by the gateway
+    intel_matches: str | None = None  # comma-separated "kind:indicator_id" of the indicators that matched
+    controls: str | None = None  # comma-separated controls applied, e.g. "reasoning:sealed,clamp:max_tokens"
 
     # outcome
     status: int = 0
