@@ -180,7 +180,9 @@ def test_a_rule_loads_with_its_defaults() -> None:
     assert (rule.scope, rule.ttl, rule.shadow, rule.tags) == (ScopeKind.ACCOUNT, 6 * 3600, False, ["reasoning", "cot"])
     cluster = make_rule(level="cluster", when={"all": ["cluster.accounts >= 10"]})
     assert cluster.scope is ScopeKind.GROUP
-    assert make_rule(scope="ip").scope is ScopeKind.IP
+    assert make_rule(level="cluster", scope="account", when={"all": ["cluster.accounts >= 10"]}).scope is (
+        ScopeKind.ACCOUNT
+    )
     assert make_rule(action="flag", ttl=None).ttl is None
 
 
@@ -198,6 +200,12 @@ def test_ttl_is_parsed_to_seconds(ttl: str, seconds: int) -> None:
 def test_a_bad_ttl_is_rejected(ttl: object) -> None:
     message = load_error(ttl=ttl)
     assert "test.yaml" in message and "ttl:" in message and "not a duration" in message
+
+
+@pytest.mark.parametrize(("level", "scope"), [("account", "ip"), ("account", "group"), ("cluster", "key")])
+def test_a_scope_the_level_cannot_name_is_rejected(level: str, scope: str) -> None:
+    message = load_error(level=level, scope=scope, when={"all": [f"{level}.n >= 1"]})
+    assert f"scope: a {level} rule acts on" in message and f"not {scope}" in message
 
 
 def test_ttl_is_required_unless_the_action_is_flag() -> None:

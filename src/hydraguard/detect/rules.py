@@ -289,6 +289,8 @@ def _compile_when(raw: object) -> Condition:
 # -- rules -----------------------------------------------------------------------------------------------
 Text = Annotated[str, Field(min_length=1)]
 _DEFAULT_SCOPE = {Level.ACCOUNT: ScopeKind.ACCOUNT, Level.CLUSTER: ScopeKind.GROUP}
+# what a detection of each level can name: an account, or a cluster's members one by one or as one group
+_SCOPES = {Level.ACCOUNT: (ScopeKind.ACCOUNT,), Level.CLUSTER: (ScopeKind.GROUP, ScopeKind.ACCOUNT)}
 
 
 class Rule(BaseModel):
@@ -330,6 +332,14 @@ class Rule(BaseModel):
             if foreign:
                 raise ValueError(f"a {level} rule may use only `{level}.` features, not {', '.join(foreign)}")
         return when
+
+    @model_validator(mode="after")
+    def _scope_of_level(self) -> Rule:
+        allowed = _SCOPES[self.level]
+        if self.scope not in allowed:
+            names = " or ".join(str(s) for s in allowed)
+            raise ValueError(f"scope: a {self.level} rule acts on {names}, not {self.scope}")
+        return self
 
     @model_validator(mode="after")
     def _ttl_unless_flag(self) -> Rule:
