@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from hydraguard.detect.linkage import Clusters, Evidence, EvidenceLog, link
-from hydraguard.detect.request import template_fingerprint
+from hydraguard.detect.request import signature_bands, template_fingerprint
 from hydraguard.events.schema import RequestEvent, events_to_table
 
 TEMPLATE = "Solve the task below and show all your work before the final answer. Task: {task} Answer on the last line."
@@ -111,6 +111,18 @@ def test_accounts_of_unrelated_orgs_sharing_cards_and_a_template_form_one_cluste
     assert {Evidence.PAYMENT, Evidence.TEMPLATE} <= kinds
     assert all(clusters.label[ids.index(a)] == 0 for a in hydra)
     assert all(clusters.label[ids.index(a)] == -1 for a in ids if a.startswith("acct_home"))
+
+
+def test_evidence_values_are_named_for_sharing_as_intel() -> None:
+    world = World()
+    world.background()
+    world.campaign()
+    clusters, _, log = world.link()
+    named = {(kind, log.name(value)) for kind, value, _, _ in clusters.evidence[0]}
+    assert {(Evidence.PAYMENT, "card_pool0"), (Evidence.PAYMENT, "card_pool1")} <= named
+    bands = {b for task in TASKS for b in signature_bands(template_fingerprint(TEMPLATE.format(task=task))[1])}
+    template_names = {name for kind, name in named if kind is Evidence.TEMPLATE}
+    assert template_names and template_names <= bands
 
 
 def test_accounts_of_one_org_sharing_a_card_do_not_cluster() -> None:

@@ -38,6 +38,7 @@ class Detection:
     hits: tuple[Hit, ...]
     features: dict[str, float]
     evidence: tuple[str, ...] = ()  # in words: what links a cluster
+    indicators: tuple[tuple[str, str], ...] = ()  # (evidence kind, value) behind those words: shareable intel
 
     @property
     def score(self) -> float:
@@ -197,7 +198,8 @@ class Engine:
             ids = tuple(sorted(self.accounts.ids[n] for n in confirmed.tolist()))
             cluster_id = self._cluster_id(ids)
             words = tuple(f"{e.name.lower().replace('_', ' ')} shared by {n} accounts" for e, _, n, _ in evidence)
-            detections.append(Detection(at, "cluster", cluster_id, ids, tuple(hits), values, words))
+            indicators = tuple((e.name.lower(), self.evidence.name(v)) for e, v, _, _ in evidence)
+            detections.append(Detection(at, "cluster", cluster_id, ids, tuple(hits), values, words, indicators))
         return detections
 
     def _confirmed(self, members: np.ndarray, strength: np.ndarray) -> np.ndarray:

@@ -62,6 +62,10 @@ def value_hashes(values: list[str]) -> np.ndarray:
     return np.array([zlib.crc32(v.encode()) | (zlib.adler32(v.encode()) << 32) for v in values], dtype=np.uint64)
 
 
+def _value_ids(kind: Evidence, hashes: np.ndarray) -> np.ndarray:
+    return np.uint64(int(kind) << VALUE_BITS) | (hashes & np.uint64((1 << VALUE_BITS) - 1))
+
+
 def _pack(accounts: np.ndarray, kind: Evidence, hashes: np.ndarray) -> np.ndarray:
     mask = np.uint64((1 << VALUE_BITS) - 1)
     return (
@@ -93,6 +97,8 @@ class EvidenceLog:
     _pending: list[np.ndarray] = field(default_factory=list)
     _pending_size: int = 0
     _incidences: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+    # value id -> the value itself, for the kinds whose ids are hashes (templates' ids are their band keys)
+    _names: dict[int, str] = field(default_factory=dict)
 
     def add(self, packed: np.ndarray) -> None:
         self._pending.append(packed)
@@ -122,7 +128,9 @@ class EvidenceLog:
                 continue
             valid = pc.is_valid(column).to_numpy(zero_copy_only=False)
             values = column.filter(pa.array(valid)).to_pylist()
-            self.add(_pack(accounts[valid], kind, value_hashes(values)))
+            hashes = value_hashes(values)
+            self._names.update(zip(_value_ids(kind, hashes).tolist(), values, strict=True))
+            self.add(_pack(accounts[valid], kind, hashes))
 
     def observe_events(
         self, accounts: np.ndarray, batch: pa.RecordBatch | pa.Table, kinds: frozenset[Evidence] = ALL
@@ -136,9 +144,22 @@ class EvidenceLog:
             return
         subnets = _subnets(batch.column("client_ip").fill_null(""))
         unique, inverse = np.unique(subnets.to_numpy(zero_copy_only=False), return_inverse=True)
-        hashes = value_hashes(unique.tolist())[inverse]
+        unique_hashes = value_hashes(unique.tolist())
+        kept = (unique_hashes % np.uint64(SUBNET_SAMPLE)) == 0
+        self._names.update(
+            zip(_value_ids(Evidence.CLIENT_SUBNET, unique_hashes[kept]).tolist(), unique[kept].tolist(), strict=True)
+        )
+        hashes = unique_hashes[inverse]
         sampled = (hashes % np.uint64(SUBNET_SAMPLE)) == 0
         self.add(_pack(accounts[sampled], Evidence.CLIENT_SUBNET, hashes[sampled]))
+
+    def name(self, value_id: int) -> str:
+        """The evidence value behind a value id: a payment fingerprint, subnet, domain, or a template band key
+        (`band:key`, as `request.signature_bands` writes them)."""
+        if value_id >> VALUE_BITS == Evidence.TEMPLATE:
+            key = value_id & ((1 << VALUE_BITS) - 1)
+            return f"{key >> 32}:{key & 0xFFFFFFFF:08x}"
+        return self._names[value_id]
 
     def incidences(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(account, kind, value id, requests) of every pair; value ids are kind and hash packed together."""
