@@ -9,53 +9,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import sqlalchemy as sa
 
-from hydraguard.detect.engine import Detection, Engine
+from hydraguard.detect.campaigns import Campaign, CampaignStore
+from hydraguard.detect.engine import Engine
 from hydraguard.events.log import read_table
-
-
-@dataclass
-class Campaign:
-    """The detections of one cluster (or one account acting alone) over the whole log."""
-
-    id: str
-    level: str
-    first_detected: float
-    last_detected: float
-    accounts: set[str] = field(default_factory=set)
-    rules: set[str] = field(default_factory=set)
-    enforcing: bool = False
-    score: float = 0.0
-    evidence: tuple[str, ...] = ()
-    features: dict[str, float] = field(default_factory=dict)
-
-    def add(self, detection: Detection) -> None:
-        self.last_detected = detection.at
-        self.accounts.update(detection.accounts)
-        self.rules.update(hit.rule_id for hit in detection.hits)
-        self.enforcing |= detection.enforcing
-        self.score = max(self.score, detection.score)
-        self.evidence = detection.evidence or self.evidence
-        self.features = detection.features
-
-    def as_json(self) -> dict[str, object]:
-        return {
-            "id": self.id,
-            "level": self.level,
-            "first_detected": self.first_detected,
-            "last_detected": self.last_detected,
-            "accounts": sorted(self.accounts),
-            "rules": sorted(self.rules),
-            "enforcing": self.enforcing,
-            "score": self.score,
-            "evidence": list(self.evidence),
-            "features": self.features,
-        }
 
 
 def simulated_batches(directory: Path, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
@@ -68,23 +30,19 @@ def log_batches(directory: Path, batch_size: int = 65_536) -> Iterator[pa.Record
     yield from table.to_batches(max_chunksize=batch_size)
 
 
-def campaigns_of(detections: list[Detection]) -> list[Campaign]:
-    by_subject: dict[str, Campaign] = {}
-    for detection in sorted(detections, key=lambda d: d.at):
-        campaign = by_subject.setdefault(
-            detection.subject, Campaign(detection.subject, detection.level, detection.at, detection.at)
-        )
-        campaign.add(detection)
-    return sorted(by_subject.values(), key=lambda c: (-c.score, -len(c.accounts), c.id))
-
-
 def analyze(
-    batches: Iterator[pa.RecordBatch], registry: pa.Table | None, engine: Engine | None = None
+    batches: Iterator[pa.RecordBatch],
+    registry: pa.Table | None,
+    engine: Engine | None = None,
+    store: CampaignStore | None = None,
 ) -> list[Campaign]:
+    """Campaigns found in the whole log; kept in `store` if one is given, else in a throwaway in-memory one."""
     engine = engine or Engine()
+    store = store or CampaignStore(sa.create_engine("sqlite://", poolclass=sa.pool.StaticPool))
     if registry is not None:
         engine.load_registry(registry)
-    return campaigns_of(engine.run(batches))
+    store.record(engine.run(batches))
+    return store.list()
 
 
 def report(campaigns: list[Campaign], source: str) -> str:
