@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from hydraguard.detect.engine import REGISTRY_SCHEMA
 from hydraguard.detect.linkage import Clusters, Evidence, EvidenceLog, link
 from hydraguard.detect.request import signature_bands, template_fingerprint
 from hydraguard.events.schema import RequestEvent, events_to_table
@@ -25,16 +26,6 @@ TASKS = [
     "summarize the main causes of the first world war for a student",
     "decide whether a whale is a fish or a mammal and say why",
 ]
-REGISTRY_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("org_id", pa.string()),
-        ("signup_at", pa.float64()),
-        ("signup_ip", pa.string()),
-        ("email_domain", pa.string()),
-        ("payment_fingerprint", pa.string()),
-    ]
-)
 _requests = itertools.count()
 
 

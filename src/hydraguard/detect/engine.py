@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from hydraguard.accounts.models import Account
 from hydraguard.detect.accounts import EVENT_COLUMNS, AccountTable
 from hydraguard.detect.linkage import FAMILY, Clusters, Evidence, EvidenceLog, link
 from hydraguard.detect.rules import Action, Hit, RuleSet
@@ -25,6 +26,14 @@ COLUMNS = [*EVENT_COLUMNS, "template_signature"]
 SEVERITY_WEIGHT = {"low": 0.3, "medium": 0.5, "high": 0.8, "critical": 0.95}
 TIMING_FEATURES = ("hour_entropy", "active_hour_share", "phase_concentration", "log_gap_std", "first_day_share")
 ENFORCING = frozenset((Action.THROTTLE, Action.DEGRADE, Action.CHALLENGE, Action.BLOCK))
+REGISTRY_COLUMNS = ("id", "org_id", "signup_at", "signup_ip", "email_domain", "payment_fingerprint")
+REGISTRY_SCHEMA = pa.schema([(name, pa.float64() if name == "signup_at" else pa.string()) for name in REGISTRY_COLUMNS])
+
+
+def registry_table(accounts: Iterable[Account]) -> pa.Table:
+    """The registry evidence `Engine.load_registry` reads, from the registry's accounts."""
+    accounts = list(accounts)
+    return pa.table({name: [getattr(a, name) for a in accounts] for name in REGISTRY_COLUMNS}, schema=REGISTRY_SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -125,6 +134,15 @@ class Engine:
         self._active[numbers] = True
         self._account_active[numbers] = True
         self.evidence.observe_events(numbers, batch, self._kinds)
+
+    def advance(self, now: float) -> list[Detection]:
+        """Run the analysis that is due by `now` even if no event has arrived since (live traffic can stop; a
+        campaign's last hour must still be judged). One analysis however long the pause, then back on schedule."""
+        if self._next_analysis == -math.inf or now < self._next_analysis:
+            return []
+        detections = self.analyze(now)
+        self._next_analysis = (now // self.settings.analysis_interval + 1) * self.settings.analysis_interval
+        return detections
 
     # -- analysis ---------------------------------------------------------------------------------------------
     def analyze(self, at: float, link: bool | None = None) -> list[Detection]:

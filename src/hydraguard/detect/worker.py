@@ -1,0 +1,118 @@
+"""Streaming detection: follow the gateway's event log, detect, keep campaigns, write decisions.
+
+The same engine as batch analysis (`detect/analyze.py`), fed as the log grows instead of all at once. Each step
+reads the events the gateway has flushed since the last step, folds them in, runs the analyses that fell due
+(event time, or the wall clock when traffic stops), records the campaigns and hands the detections to the policy,
+which writes decisions to the store the gateway reads. It runs beside the gateway (`hydraguard detect --follow`,
+or `hydraguard serve --detect`, which starts it as a child process), never on the request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from hydraguard.accounts.models import Account
+from hydraguard.decide.policy import Policy
+from hydraguard.decide.store import DecisionStore
+from hydraguard.detect.campaigns import CampaignStore
+from hydraguard.detect.engine import Engine, registry_table
+from hydraguard.events.log import segments
+from hydraguard.events.schema import ARROW_SCHEMA
+
+log = logging.getLogger(__name__)
+
+
+class EventFollower:
+    """The events of an event-log directory that have not been read yet, as segments grow and new ones appear.
+
+    A segment is an Arrow IPC stream the gateway appends whole batches to; a batch still being written when we
+    read is not complete yet and is read on a later poll."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self._read: dict[Path, int] = {}  # segment -> batches already read
+
+    def poll(self) -> pa.Table:
+        batches: list[pa.RecordBatch] = []
+        for path in segments(self.directory):
+            done = self._read.get(path, 0)
+            seen = 0
+            try:
+                with pa.memory_map(str(path)) as source:
+                    for batch in pa.ipc.open_stream(source):
+                        seen += 1
+                        if seen > done:
+                            batches.append(batch)
+            except (pa.ArrowInvalid, OSError):
+                pass  # an empty new segment, or a batch being written: the complete ones are in `batches`
+            self._read[path] = seen
+        table = pa.Table.from_batches(batches, schema=ARROW_SCHEMA)
+        return table.sort_by("time") if table.num_rows else table
+
+
+@dataclass(frozen=True)
+class Step:
+    events: int
+    detections: int
+    campaigns: int
+    decisions: int
+
+
+class DetectionWorker:
+    def __init__(
+        self,
+        engine: Engine,
+        follower: EventFollower,
+        campaigns: CampaignStore,
+        policy: Policy,
+        decisions: DecisionStore,
+        accounts: Callable[[], Iterable[Account]],
+    ) -> None:
+        self.engine = engine
+        self.follower = follower
+        self.campaigns = campaigns
+        self.policy = policy
+        self.decisions = decisions
+        self._accounts = accounts
+        self._known: set[str] = set()
+
+    def _load_new_accounts(self) -> None:
+        new = [a for a in self._accounts() if a.id not in self._known]
+        if new:
+            self.engine.load_registry(registry_table(new))
+            self._known.update(a.id for a in new)
+
+    async def step(self, now: float | None = None) -> Step:
+        now = time.time() if now is None else now
+        self._load_new_accounts()
+        batch = self.follower.poll()
+        detections = self.engine.observe(batch) if batch.num_rows else []
+        detections += self.engine.advance(now)
+        touched = self.campaigns.record(detections)
+        written = await self.policy.enforce(self.decisions, detections, now)
+        if detections:
+            log.info(
+                "detection step: %d events, %d detections, %d campaigns, %d decisions",
+                batch.num_rows,
+                len(detections),
+                len(touched),
+                written,
+            )
+        return Step(batch.num_rows, len(detections), len(touched), written)
+
+    async def run(self, poll_interval: float, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.step()
+            except Exception:  # keep following: a bad step must not end detection for the whole deployment
+                log.exception("detection step failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), poll_interval)

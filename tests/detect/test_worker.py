@@ -1,0 +1,108 @@
+"""Streaming detection: the worker follows a gateway event log as it grows and writes decisions the gateway reads."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+import sqlalchemy as sa
+
+from hydraguard.accounts.models import Account, AccountStatus
+from hydraguard.decide.model import DecisionType, ScopeKind
+from hydraguard.decide.policy import Policy
+from hydraguard.decide.store import SqlDecisionStore
+from hydraguard.detect.campaigns import CampaignStatus, CampaignStore
+from hydraguard.detect.engine import Engine, EngineSettings
+from hydraguard.detect.worker import DetectionWorker, EventFollower
+from hydraguard.events.log import EventLog
+from hydraguard.events.schema import table_to_events
+from tests.detect.test_engine import T0, build_stream
+
+HOUR = 3600.0
+
+
+def shifted(table: pa.Table, column: str, offset: float) -> pa.Table:
+    index = table.schema.get_field_index(column)
+    return table.set_column(index, column, pc.add(table.column(column), offset))
+
+
+def test_the_follower_returns_each_flushed_event_once_across_segments(tmp_path: Path) -> None:
+    events = table_to_events(build_stream().events.slice(0, 300))
+    first = EventLog(tmp_path, segment_max_events=100)
+    follower = EventFollower(tmp_path)
+    assert follower.poll().num_rows == 0
+    for event in events[:150]:
+        first.append(event)
+    first.flush()
+    assert follower.poll().column("request_id").to_pylist() == [e.request_id for e in events[:150]]
+    assert follower.poll().num_rows == 0
+    second = EventLog(tmp_path)  # a second gateway process, its own segment
+    for event in events[150:]:
+        second.append(event)
+    second.flush()
+    later = follower.poll()
+    assert sorted(later.column("request_id").to_pylist()) == sorted(e.request_id for e in events[150:])
+    assert later.column("time").to_pylist() == sorted(later.column("time").to_pylist())
+    first.close()
+    second.close()
+
+
+@pytest.fixture
+def live(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """The test stream moved to the last two days, so that decisions written now are in force."""
+    stream = build_stream()
+    offset = time.time() - 2.5 * 86_400 - T0
+    events = shifted(stream.events, "time", offset)
+    registry = shifted(stream.registry, "signup_at", offset)
+    accounts = [
+        Account(id=r["id"], org_id=r["org_id"], tier="free", status=AccountStatus.ACTIVE, **_signup(r))
+        for r in registry.to_pylist()
+    ]
+    db = sa.create_engine(f"sqlite:///{tmp_path / 'registry.db'}")
+    return stream, events, accounts, db
+
+
+def _signup(row: dict[str, object]) -> dict[str, object]:
+    keys = ("signup_at", "signup_ip", "email_domain", "payment_fingerprint")
+    return {k: row[k] for k in keys}
+
+
+async def test_the_worker_contains_a_hydra_as_its_traffic_arrives(tmp_path: Path, live) -> None:  # type: ignore[no-untyped-def]
+    stream, events, accounts, db = live
+    log_dir = tmp_path / "events"
+    gateway_log = EventLog(log_dir)
+    decisions = SqlDecisionStore(db)
+    campaigns = CampaignStore(db)
+    worker = DetectionWorker(
+        Engine(settings=EngineSettings(analysis_interval=HOUR)),
+        EventFollower(log_dir),
+        campaigns,
+        Policy(dismissed=campaigns.dismissed),
+        decisions,
+        lambda: accounts,
+    )
+    steps = []
+    for chunk in events.to_batches(max_chunksize=2_000):  # the gateway flushing as traffic arrives
+        for event in table_to_events(pa.Table.from_batches([chunk])):
+            gateway_log.append(event)
+        gateway_log.flush()
+        steps.append(await worker.step(now=float(chunk.column("time")[-1].as_py())))
+    steps.append(await worker.step(now=time.time()))  # traffic stopped: the due analysis still runs
+    gateway_log.close()
+
+    assert sum(s.events for s in steps) == events.num_rows
+    assert any(s.decisions for s in steps)
+    await decisions.refresh(force=True)
+    for account in stream.campaign:
+        types = {d.type for d in decisions.match(key_id=None, account_id=account, ip=None)}
+        assert DecisionType.BLOCK in types, account
+    for account in stream.legit:
+        assert decisions.match(key_id=None, account_id=account, ip=None) == [], account
+    clusters = [c for c in campaigns.list() if c.level == "cluster"]
+    assert clusters and set(stream.campaign) <= set(clusters[0].accounts)
+    assert clusters[0].status is CampaignStatus.OPEN
+    group_decisions = [d for d in await decisions.list() if d.scope is ScopeKind.GROUP]
+    assert group_decisions and all(d.source.startswith("detect:") for d in group_decisions)
