@@ -277,7 +277,6 @@ def analyze(
     out: Annotated[Path, typer.Option(help="Directory for campaigns.json and report.md.")],
 ) -> None:
     """Batch detection over a finished event log: campaigns and a Markdown report (docs/detection.md)."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from hydraguard.detect import analyze as analysis
@@ -288,28 +287,44 @@ def analyze(
         batches = analysis.simulated_batches(events_dir)
         registry = pq.read_table(events_dir / "registry" / "accounts.parquet")
     else:
+        from hydraguard.detect.engine import registry_table
+
         batches = analysis.log_batches(events_dir)
-        accounts = _registry().list_accounts()
-        registry = pa.table(
-            {
-                name: [getattr(a, name) for a in accounts]
-                for name in ("id", "org_id", "signup_at", "signup_ip", "email_domain", "payment_fingerprint")
-            },
-            schema=pa.schema(
-                [
-                    ("id", pa.string()),
-                    ("org_id", pa.string()),
-                    ("signup_at", pa.float64()),
-                    ("signup_ip", pa.string()),
-                    ("email_domain", pa.string()),
-                    ("payment_fingerprint", pa.string()),
-                ]
-            ),
-        )
+        registry = registry_table(_registry().list_accounts())
     campaigns = analysis.analyze(batches, registry)
     analysis.write(campaigns, out, str(events_dir))
     typer.echo(analysis.report(campaigns, str(events_dir)), nl=False)
     typer.echo(f"-> {out / 'campaigns.json'}, {out / 'report.md'}")
+
+
+@app.command()
+def detect(
+    follow: Annotated[bool, typer.Option("--follow", help="Keep following the event log (else one pass).")] = False,
+    poll_interval: Annotated[float, typer.Option(min=0.1, help="Seconds between reads of the log.")] = 5.0,
+    analysis_interval: Annotated[float, typer.Option(min=1, help="Seconds between account-rule analyses.")] = 3600,
+    linkage_interval: Annotated[
+        float, typer.Option(min=1, help="Seconds between linkages (cluster rules); a multiple of the above.")
+    ] = 21_600,
+) -> None:
+    """Streaming detection on the gateway's event log: campaigns in the registry, decisions to the gateway."""
+    from hydraguard import logs
+    from hydraguard.detect.engine import EngineSettings
+    from hydraguard.detect.worker import follow as follow_log
+
+    settings = _settings()
+    logs.configure(settings.logging.level, settings.logging.json_format)
+    if linkage_interval < analysis_interval:
+        _fail("--linkage-interval must be at least --analysis-interval")
+    engine = EngineSettings(analysis_interval=analysis_interval, linkage_interval=linkage_interval)
+    try:
+        step = follow_log(settings, once=not follow, poll_interval=poll_interval, engine_settings=engine)
+    except config_module.ConfigError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        return
+    typer.echo(
+        f"{step.events} events, {step.detections} detections, {step.campaigns} campaigns, {step.decisions} decisions"
+    )
 
 
 # -- orgs and accounts -----------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -106,3 +107,59 @@ async def test_the_worker_contains_a_hydra_as_its_traffic_arrives(tmp_path: Path
     assert clusters[0].status is CampaignStatus.OPEN
     group_decisions = [d for d in await decisions.list() if d.scope is ScopeKind.GROUP]
     assert group_decisions and all(d.source.startswith("detect:") for d in group_decisions)
+
+
+def test_hydraguard_detect_makes_one_pass_and_blocks_a_reasoning_harvester(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from hydraguard import config as config_module
+    from hydraguard.cli import app
+    from hydraguard.events.schema import RequestEvent
+    from hydraguard.gateway.build import open_registry
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("HYDRAGUARD_CONFIG", "HYDRAGUARD_EVENTS__DIR", "HYDRAGUARD_REGISTRY__URL"):
+        monkeypatch.delenv(name, raising=False)
+    runner = CliRunner()
+    assert runner.invoke(app, ["init"]).exit_code == 0
+    settings = config_module.load("hydraguard.toml")
+    registry = open_registry(settings)
+    org = registry.create_org("solo")
+    harvester = registry.create_account(org.id)
+    bystander = registry.create_account(org.id)
+    registry.close()
+    gateway_log = EventLog(settings.events.dir)
+    start = time.time() - 2 * HOUR
+    for n in range(40):
+        for account, score in ((harvester.id, 0.9), (bystander.id, 0.0)):
+            gateway_log.append(
+                RequestEvent(
+                    time=start + n * 60.0,
+                    request_id=f"req_{account}_{n}",
+                    endpoint="/v1/chat/completions",
+                    account_id=account,
+                    org_id=org.id,
+                    status=200,
+                    reasoning_extraction_score=score,
+                )
+            )
+    gateway_log.close()
+
+    result = runner.invoke(app, ["detect", "--analysis-interval", "600", "--linkage-interval", "3600"])
+    assert result.exit_code == 0, result.output
+    summary = result.output.splitlines()[-1]
+    assert summary.startswith("80 events,") and not summary.endswith(" 0 decisions")
+
+    registry = open_registry(settings)
+    store = SqlDecisionStore(registry.engine)
+    asyncio.run(store.refresh(force=True))
+    matched = store.match(key_id=None, account_id=harvester.id, ip=None)
+    assert [(d.type, d.source) for d in matched] == [(DecisionType.BLOCK, "detect:reasoning-trace-harvest")]
+    assert store.match(key_id=None, account_id=bystander.id, ip=None) == []
+    assert [c.id for c in CampaignStore(registry.engine).list()] == [harvester.id]
+    registry.close()
+
+    bad = runner.invoke(app, ["detect", "--analysis-interval", "600", "--linkage-interval", "60"])
+    assert bad.exit_code != 0 and "--linkage-interval must be at least --analysis-interval" in bad.output

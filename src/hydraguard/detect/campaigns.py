@@ -145,7 +145,23 @@ class CampaignStore:
         rules = set(row.rules) if row else set()
         timeline: list[dict[str, object]] = []
         if row is None:
-            timeline.append(_entry(subject, found[0].at, "detected", actor, {"level": found[0].level}))
+            first = found[0]
+            conn.execute(
+                campaigns.insert().values(
+                    id=subject,
+                    level=first.level,
+                    status=CampaignStatus.OPEN,
+                    score=first.score,
+                    enforcing=first.enforcing,
+                    first_detected=first.at,
+                    last_detected=first.at,
+                    rules=[],
+                    evidence=[],
+                    indicators=[],
+                    features={},
+                )
+            )
+            timeline.append(_entry(subject, first.at, "detected", actor, {"level": first.level}))
         for detection in found:
             new_members = sorted(set(detection.accounts) - members)
             if new_members:
@@ -171,14 +187,7 @@ class CampaignStore:
             "indicators": [list(i) for i in last.indicators] or (row.indicators if row else []),
             "features": _finite(last.features),
         }
-        if row is None:
-            conn.execute(
-                campaigns.insert().values(
-                    id=subject, level=last.level, status=CampaignStatus.OPEN, first_detected=found[0].at, **values
-                )
-            )
-        else:
-            conn.execute(campaigns.update().where(campaigns.c.id == subject).values(**values))
+        conn.execute(campaigns.update().where(campaigns.c.id == subject).values(**values))
         if timeline:
             conn.execute(campaign_timeline.insert(), timeline)
 

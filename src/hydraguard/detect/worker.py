@@ -20,10 +20,12 @@ from pathlib import Path
 import pyarrow as pa
 
 from hydraguard.accounts.models import Account
+from hydraguard.config import Settings
 from hydraguard.decide.policy import Policy
 from hydraguard.decide.store import DecisionStore
 from hydraguard.detect.campaigns import CampaignStore
-from hydraguard.detect.engine import Engine, registry_table
+from hydraguard.detect.engine import Engine, EngineSettings, registry_table
+from hydraguard.detect.rules import RuleSet
 from hydraguard.events.log import segments
 from hydraguard.events.schema import ARROW_SCHEMA
 
@@ -116,3 +118,44 @@ class DetectionWorker:
                 log.exception("detection step failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), poll_interval)
+
+
+def follow(
+    settings: Settings,
+    *,
+    once: bool = False,
+    poll_interval: float = 5.0,
+    engine_settings: EngineSettings | None = None,
+    rules: RuleSet | None = None,
+) -> Step:
+    """Run the worker on the configured event log, registry and decision store: one pass over what the log holds
+    (`once`), or following it until interrupted. Returns the (last) step's counts."""
+    from hydraguard.gateway.build import build_decision_store, open_registry
+
+    registry = open_registry(settings)
+    decisions = build_decision_store(settings, registry)
+    campaigns = CampaignStore(registry.engine)
+    worker = DetectionWorker(
+        Engine(rules, engine_settings),
+        EventFollower(settings.events.dir),
+        campaigns,
+        Policy(dismissed=campaigns.dismissed),
+        decisions,
+        registry.list_accounts,
+    )
+
+    async def main() -> Step:
+        await decisions.start()
+        try:
+            if once:
+                return await worker.step()
+            stop = asyncio.Event()
+            await worker.run(poll_interval, stop)
+            return Step(0, 0, 0, 0)
+        finally:
+            await decisions.close()
+
+    try:
+        return asyncio.run(main())
+    finally:
+        registry.close()
