@@ -12,7 +12,7 @@ import secrets
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -41,10 +41,38 @@ class Limits(_Section):
         return LimitSet(rpm=self.rpm, tpm=self.tpm, tpd=self.tpd, concurrency=self.concurrency)
 
 
+ReasoningMode = Literal["raw", "summary", "sealed", "none"]
+EntitledParameter = Literal["logprobs", "top_logprobs", "n", "max_tokens", "model", "temperature", "tools"]
+
+
+class Entitlements(_Section):
+    """What a tier's requests may ask for. Beyond it a parameter is clamped (rewritten into range before
+    forwarding), or refused when it is listed in `refuse`. The defaults allow everything."""
+
+    logprobs: bool = True
+    max_top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    max_n: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, gt=0)
+    models: list[str] = []  # allowed models; empty: any (clamping routes to the first)
+    temperature_min: float | None = Field(default=None, ge=0, le=2)
+    temperature_max: float | None = Field(default=None, ge=0, le=2)
+    tools: bool = True
+    reasoning: ReasoningMode = "raw"
+    refuse: list[EntitledParameter] = []
+
+    @model_validator(mode="after")
+    def _ordered_bounds(self) -> Entitlements:
+        low, high = self.temperature_min, self.temperature_max
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"temperature_min {low} is above temperature_max {high}")
+        return self
+
+
 class Tier(_Section):
     account: Limits = Limits()
     key: Limits = Limits()
     org: Limits = Limits()
+    entitlements: Entitlements = Entitlements()
 
 
 def _default_tiers() -> dict[str, Tier]:
@@ -115,9 +143,62 @@ class LimitsConfig(_Section):
     group: Limits = Limits(rpm=60, tpm=40_000, tpd=1_000_000, concurrency=4)
 
 
+class ReasoningConfig(_Section):
+    summarizer_model: str = ""  # the model that writes summaries; "" = the request's own model
+    summary_max_tokens: int = Field(default=256, gt=0)
+    summary_max_input_chars: int = Field(default=16_000, gt=0)  # longer traces are cut before summarizing
+    summary_timeout: float = Field(default=30.0, gt=0)  # seconds; past it the trace is stripped instead
+    summary_prompt: str = (
+        "Summarize the following reasoning in at most three sentences. Give its conclusion and main "
+        "considerations, not its individual steps."
+    )
+    # seal keys by id, derived from server.secret: the last one seals, the others still open until removed
+    seal_keys: list[str] = Field(default=["k1"], min_length=1)
+    seal_ttl: float = Field(default=86_400.0, gt=0)  # seconds a reasoning signature can be sent back
+
+    @field_validator("seal_keys")
+    @classmethod
+    def _plain_key_ids(cls, ids: list[str]) -> list[str]:
+        for key_id in ids:
+            if not key_id or not all(c.isascii() and (c.isalnum() or c in "-_") for c in key_id):
+                raise ValueError(f"seal key id {key_id!r} must be letters, digits, '-' or '_'")
+        if len(set(ids)) != len(ids):
+            raise ValueError("seal key ids must be distinct")
+        return ids
+
+
+class DegradeProfile(_Section):
+    model: str = ""  # route to this model; "" keeps the requested one
+    max_tokens: int | None = Field(default=None, gt=0)
+    reasoning_effort: str | None = None  # cap, e.g. "low"
+    reasoning: ReasoningMode | None = "none"  # overrides the tier's reasoning mode; None keeps it
+    drop_logprobs: bool = True
+
+
+def _default_degrade_profiles() -> dict[str, DegradeProfile]:
+    return {"default": DegradeProfile(max_tokens=1_024, reasoning_effort="low")}
+
+
+class DegradeConfig(_Section):
+    default_profile: str = "default"  # for decisions that name no profile, or one not configured
+    profiles: dict[str, DegradeProfile] = Field(default_factory=_default_degrade_profiles)
+
+    @model_validator(mode="after")
+    def _default_exists(self) -> DegradeConfig:
+        if self.default_profile not in self.profiles:
+            raise ValueError(f"degrade.default_profile {self.default_profile!r} is not in degrade.profiles")
+        return self
+
+
 class LoggingConfig(_Section):
     level: str = "INFO"
     json_format: bool = True
+
+
+class AdminConfig(_Section):
+    # its own port, on loopback by default: the admin API is not part of the public gateway
+    host: str = "127.0.0.1"
+    port: int = Field(default=8081, ge=0, le=65535)
 
 
 class Settings(BaseSettings):
@@ -130,7 +211,10 @@ class Settings(BaseSettings):
     events: EventsConfig = EventsConfig()
     limits: LimitsConfig = LimitsConfig()
     tiers: dict[str, Tier] = Field(default_factory=_default_tiers)
+    reasoning: ReasoningConfig = ReasoningConfig()
+    degrade: DegradeConfig = DegradeConfig()
     logging: LoggingConfig = LoggingConfig()
+    admin: AdminConfig = AdminConfig()
 
     @classmethod
     def settings_customise_sources(

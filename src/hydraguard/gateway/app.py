@@ -26,6 +26,8 @@ from starlette.responses import Response
 from hydraguard.accounts.models import AccountStatus, Principal
 from hydraguard.accounts.registry import Registry
 from hydraguard.config import Settings
+from hydraguard.controls.plan import Controls, Prepared
+from hydraguard.controls.refusal import ControlRefusal
 from hydraguard.decide.model import DecisionType, Resolution, resolve
 from hydraguard.decide.store import DecisionStore
 from hydraguard.events.log import EventLog
@@ -99,6 +101,7 @@ class Gateway:
         self._upstream_path_prefix = "/v1"
         self._operational = {"/healthz": self.healthz, "/readyz": self.readyz, "/metrics": self.metrics_endpoint}
         self.limit_policy = LimitPolicy(settings)
+        self.controls = Controls(settings, self._complete)
         self._request_counters: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -239,9 +242,12 @@ class Gateway:
         body = await self._read_body(request) if endpoint.describe is not None else b""
         info = self._describe(endpoint, body, event)
         resolution = self._decide(principal, event)
+        prepared = self._prepare_controls(principal, info, body, resolution, event)
+        if prepared is not None:
+            body = prepared.body
         admission = await self._admit(principal, info, resolution, event)
         try:
-            response = await self._forward(request, body, info, event, admission)
+            response = await self._forward(request, body, info, event, admission, prepared)
         except BaseException:
             await self._settle(admission, 0)
             raise
@@ -402,6 +408,33 @@ class Gateway:
             )
         return resolution
 
+    def _prepare_controls(
+        self,
+        principal: Principal,
+        info: req.RequestInfo | None,
+        body: bytes,
+        resolution: Resolution,
+        event: RequestEvent,
+    ) -> Prepared | None:
+        if info is None:
+            return None
+        account = principal.account
+        try:
+            return self.controls.prepare(
+                event.endpoint, account.id, account.tier, info, body, resolution.degrade, event
+            )
+        except ControlRefusal as exc:
+            raise Refusal(
+                error_response(
+                    exc.status,
+                    exc.message,
+                    type="permission_error" if exc.status == 403 else "invalid_request_error",
+                    code=exc.code,
+                    param=exc.param,
+                ),
+                f"{exc.code}:{exc.param}",
+            ) from exc
+
     async def _admit(
         self, principal: Principal, info: req.RequestInfo | None, resolution: Resolution, event: RequestEvent
     ) -> Admission:
@@ -496,6 +529,7 @@ class Gateway:
         info: req.RequestInfo | None,
         event: RequestEvent,
         admission: Admission,
+        prepared: Prepared | None,
     ) -> Response:
         assert self._session is not None, "gateway not started"
         url = self._upstream + event.endpoint.removeprefix(self._upstream_path_prefix)
@@ -516,16 +550,20 @@ class Gateway:
         self.metrics.upstream_latency.labels(event.endpoint).observe(event.upstream_latency_ms / 1000)
         streaming = upstream.status == 200 and upstream.content_type == "text/event-stream"
         if not streaming:
-            return await self._relay_body(upstream, event, rate_headers)
+            return await self._relay_body(upstream, event, rate_headers, prepared)
         return RelayResponse(
-            self._relay_stream(upstream, event, admission, strip_usage, event.time),
+            self._relay_stream(upstream, event, admission, strip_usage, event.time, prepared),
             status_code=200,
             media_type="text/event-stream",
             headers={**rate_headers, "cache-control": "no-cache"},
         )
 
     async def _relay_body(
-        self, upstream: aiohttp.ClientResponse, event: RequestEvent, rate_headers: dict[str, str]
+        self,
+        upstream: aiohttp.ClientResponse,
+        event: RequestEvent,
+        rate_headers: dict[str, str],
+        prepared: Prepared | None,
     ) -> Response:
         try:
             data = await upstream.read()
@@ -552,6 +590,8 @@ class Gateway:
                 accounting.completion_tokens,
             )
             event.finish_reason = accounting.finish_reason
+            if prepared is not None:
+                data = await prepared.answer(data)
         else:
             event.refusal_reason = f"upstream_status_{upstream.status}"
         content_type = upstream.headers.get("content-type", "application/json")
@@ -564,12 +604,15 @@ class Gateway:
         admission: Admission,
         strip_usage: bool,
         started: float,
+        prepared: Prepared | None,
     ) -> AsyncIterator[bytes]:
         accounting = Accounting()
+        rewrite = prepared.stream() if prepared is not None else None
         clock = time.perf_counter() - (time.time() - started)
         completed = False
         try:
-            async for chunk in relay_sse(upstream.content.iter_any(), accounting, strip_usage=strip_usage):
+            chunks = upstream.content.iter_any()
+            async for chunk in relay_sse(chunks, accounting, strip_usage=strip_usage, rewrite=rewrite):
                 yield chunk
             completed = True
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -591,6 +634,24 @@ class Gateway:
                 event.finish_reason = accounting.finish_reason
                 await self._settle(admission, accounting.total)
                 self._finish(event, clock)
+
+    async def _complete(self, body: bytes) -> bytes | None:
+        """A side request to the upstream's chat completions (reasoning summaries): its answer, or None."""
+        assert self._session is not None, "gateway not started"
+        headers = {"content-type": "application/json"}
+        if self.settings.server.upstream_api_key:
+            headers["authorization"] = f"Bearer {self.settings.server.upstream_api_key}"
+        timeout = aiohttp.ClientTimeout(total=self.settings.reasoning.summary_timeout)
+        try:
+            async with self._session.post(
+                self._upstream + "/chat/completions", data=body, headers=headers, timeout=timeout
+            ) as response:
+                if response.status == 200:
+                    return await response.read()
+                log.warning("summarizer answered HTTP %s", response.status)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            log.warning("summarizer failed: %s", type(exc).__name__)
+        return None
 
 
 def _upstream_failure(exc: BaseException, timed_out: str, failed: str) -> Refusal:

@@ -100,7 +100,13 @@ def _without_usage(event: bytes, data: bytes) -> bytes | None:
     return event.replace(data, msgspec.json.encode(chunk), 1)
 
 
-async def relay_sse(chunks: AsyncIterator[bytes], accounting: Accounting, *, strip_usage: bool) -> AsyncIterator[bytes]:
+# one upstream event and its data in, the events to send in its place out (the output controls)
+RewriteEvent = Callable[[bytes, bytes], Awaitable[list[bytes]]]
+
+
+async def relay_sse(
+    chunks: AsyncIterator[bytes], accounting: Accounting, *, strip_usage: bool, rewrite: RewriteEvent | None = None
+) -> AsyncIterator[bytes]:
     """Yield the upstream's SSE events as they arrive, reading usage and finish reasons on the way."""
     pending = b""
     async for chunk in chunks:
@@ -119,10 +125,14 @@ async def relay_sse(chunks: AsyncIterator[bytes], accounting: Accounting, *, str
                         stripped = _without_usage(event, data)
                         if stripped is None:
                             continue
-                        event = stripped
+                        if stripped is not event:
+                            event, data = stripped, _data_of(stripped) or b""
                 elif b"finish_reason" in data and (match := _FINISH.search(data)):
                     accounting.finish_reason = match.group(1).decode()
-            out.append(event)
+            if rewrite is not None and data is not None:
+                out += await rewrite(event, data)
+            else:
+                out.append(event)
         if out:
             yield b"".join(out)
     if pending:

@@ -4,7 +4,9 @@ It answers like the OpenAI API does, including the streaming details the gateway
 with `stream_options.include_usage`, every chunk carries `"usage": null` and a last chunk with
 empty `choices` carries the usage. Content is derived from a hash of the request, so the same
 request always gets the same bytes. Models named `error-500`, `error-400`, `slow-<seconds>` and
-`slowstream-<seconds>` misbehave on purpose for fault tests.
+`slowstream-<seconds>` misbehave on purpose for fault tests. Chat models named `...-reasoning-field`
+answer with a reasoning trace in `reasoning_content` (vLLM, DeepSeek); `...-reasoning-think` inline
+in the content as `<think>...</think>`, with the tags split across stream chunks.
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ WORDS = [
     "yankee",
     "zulu",
 ]
-MODELS = ("mock-small", "mock-large", "mock-embed")
+MODELS = ("mock-small", "mock-large", "mock-embed", "mock-reasoning-field", "mock-reasoning-think")
+REASONING_WORDS = 6
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -104,6 +107,24 @@ def _completion_length(body: dict[str, Any], default: int) -> int:
     return min(int(limit or default), 12)
 
 
+def _reasoning_pieces(model: str, seed: int) -> tuple[str | None, list[str]]:
+    """The reasoning style the model name selects ("field", "think" or None) and its trace, in the
+    pieces a stream sends."""
+    style = "field" if model.endswith("-reasoning-field") else "think" if model.endswith("-reasoning-think") else None
+    if style is None:
+        return None, []
+    steps = _words(seed ^ 0x5EED, REASONING_WORDS)
+    return style, ["Let me think:", *(" " + step for step in steps), " so that is settled."]
+
+
+def _reasoning_deltas(style: str | None, trace: list[str]) -> list[dict[str, str]]:
+    if style == "field":
+        return [{"reasoning_content": piece} for piece in trace]
+    if style == "think":  # the tags split across chunks, as token-by-token streams split them
+        return [{"content": piece} for piece in ["<thi", "nk>", *trace, "</th", "ink>\n\n"]]
+    return []
+
+
 def _sse(data: Any) -> bytes:
     return b"data: " + msgspec.json.encode(data) + b"\n\n"
 
@@ -116,23 +137,21 @@ async def chat_completions(request: Request) -> Response:
         return bad
     seed = _seed(body)
     words = _words(seed, _completion_length(body, 12))
+    style, trace = _reasoning_pieces(model, seed)
     n = int(body.get("n") or 1)
     cid = f"chatcmpl-{seed:016x}"
     usage = {
         "prompt_tokens": _prompt_tokens(body),
-        "completion_tokens": len(words) * n,
-        "total_tokens": _prompt_tokens(body) + len(words) * n,
+        "completion_tokens": (len(words) + len(trace)) * n,
+        "total_tokens": _prompt_tokens(body) + (len(words) + len(trace)) * n,
     }
     if not body.get("stream"):
-        choices = [
-            {
-                "index": i,
-                "message": {"role": "assistant", "content": " ".join(words), "refusal": None},
-                "logprobs": None,
-                "finish_reason": "length",
-            }
-            for i in range(n)
-        ]
+        message: dict[str, Any] = {"role": "assistant", "content": " ".join(words), "refusal": None}
+        if style == "field":
+            message["reasoning_content"] = "".join(trace)
+        elif style == "think":
+            message["content"] = "<think>" + "".join(trace) + "</think>\n\n" + message["content"]
+        choices = [{"index": i, "message": message, "logprobs": None, "finish_reason": "length"} for i in range(n)]
         return _json(
             {
                 "id": cid,
@@ -171,6 +190,14 @@ async def chat_completions(request: Request) -> Response:
                     **extra,
                 }
             )
+            for delta in _reasoning_deltas(style, trace):
+                yield _sse(
+                    {
+                        **base,
+                        "choices": [{"index": i, "delta": delta, "logprobs": None, "finish_reason": None}],
+                        **extra,
+                    }
+                )
             for j, word in enumerate(words):
                 if delay:
                     await asyncio.sleep(delay)
