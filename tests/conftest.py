@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import redis
+import sqlalchemy as sa
 
 from hydraguard.accounts.models import Account
 from hydraguard.config import Settings
@@ -23,6 +24,7 @@ from hydraguard.gateway.build import build_gateway
 from hydraguard.sim.upstream import create_app
 from hydraguard.testing.servers import ThreadedServer, free_port
 
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
@@ -203,3 +205,22 @@ def own_redis() -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     if proc.poll() is None:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A database of this test's own on the PostgreSQL server at $HYDRAGUARD_TEST_POSTGRES_URL (default: the local
+    server `scripts/test` starts), dropped afterwards. Skipped only when no server answers there."""
+    server_url = sa.make_url(os.environ.get("HYDRAGUARD_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL))
+    server = sa.create_engine(server_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+    name = f"hg_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with server.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sa.exc.OperationalError as exc:
+        server.dispose()
+        pytest.skip(f"no PostgreSQL server at {server_url.render_as_string()}: {exc.orig}")
+    yield server_url.set(database=name).render_as_string(hide_password=False)
+    with server.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+    server.dispose()

@@ -468,3 +468,87 @@ def test_cli_runs_as_a_console_script(tmp_path):
     assert json.loads(created.stdout)["name"] == "acme"
     bad = run("orgs", "create", "x", "--tier", "nope")
     assert bad.returncode == 2 and "unknown tier" in bad.stderr
+
+
+# -- admin tokens and the audit log ---------------------------------------------------------------------------
+def test_cli_changes_are_audited_and_the_chain_verifies(cli):
+    import getpass
+
+    import sqlalchemy as sa
+
+    from hydraguard.admin.tables import audit_log
+
+    org_id, account_id = _org_and_account(cli)
+    key = cli.json("keys", "issue", account_id)
+    cli.json("decisions", "add", "--type", "block", "--scope", "key", "--value", key["id"], "--reason", "leak")
+    token = cli.json("admin", "token", "create", "ops", "--role", "analyst")
+    assert token["token"].startswith("hga_") and token["role"] == "analyst"
+    listed = cli("admin", "token", "list").stdout
+    assert token["token"] not in listed and json.loads(listed)["name"] == "ops"
+    assert cli.json("admin", "token", "revoke", token["id"])["revoked_at"] is not None
+    assert "already revoked" in cli("admin", "token", "revoke", token["id"], expect=2).stderr
+    assert "exists" in cli("admin", "token", "create", "ops", "--role", "admin", expect=2).stderr
+    cli("admin", "token", "create", "bad name", "--role", "admin", expect=2)
+    cli("admin", "token", "create", "x", "--role", "root", expect=2)
+
+    entries = cli.json_lines("audit", "tail", "-n", "100")
+    assert [e["action"] for e in entries] == [
+        "org.create",
+        "account.create",
+        "key.issue",
+        "decision.add",
+        "token.create",
+        "token.revoke",
+    ]
+    assert {e["actor"] for e in entries} == {f"cli:{getpass.getuser()}"}
+    assert entries[0]["target"] == org_id and entries[1]["target"] == account_id
+    assert [e["seq"] for e in cli.json_lines("audit", "tail", "-n", "2")] == [5, 6]
+    verified = cli("audit", "verify")
+    assert "audit log intact: 6 entries" in verified.stdout and entries[-1]["hash"] in verified.stdout
+
+    registry = cli.registry()
+    try:
+        with registry.engine.begin() as conn:
+            conn.execute(sa.update(audit_log).where(audit_log.c.seq == 3).values(target="key_other"))
+    finally:
+        registry.close()
+    broken = cli("audit", "verify", expect=1)
+    assert "entry 3 does not match its hash" in broken.stderr
+
+
+def test_admin_serve_listens_on_loopback_and_needs_a_token(cli, tmp_path):
+    import httpx
+
+    from hydraguard.testing.servers import free_port
+
+    token = cli.json("admin", "token", "create", "root", "--role", "admin")["token"]
+    port = free_port()
+    exe = Path(sys.executable).with_name("hydraguard")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRAGUARD_")}
+    env["HYDRAGUARD_ADMIN__PORT"] = str(port)
+    server = subprocess.Popen(
+        [str(exe), "--config", str(cli.config), "admin", "serve"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                spec = httpx.get(url + "/openapi.json")
+                break
+            except httpx.TransportError:
+                assert server.poll() is None and time.monotonic() < deadline, server.stderr.read().decode()
+                time.sleep(0.1)
+        assert spec.json()["info"]["title"] == "hydraguard admin API"
+        assert httpx.get(url + "/v1/orgs").status_code == 401
+        created = httpx.post(url + "/v1/orgs", json={"name": "acme"}, headers={"Authorization": f"Bearer {token}"})
+        assert created.status_code == 201
+        assert [o["id"] for o in cli.json_lines("orgs", "list")] == [created.json()["id"]]
+        assert cli.json_lines("audit", "tail")[-1]["actor"] == "token:root"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
+import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 import typer
 
 from hydraguard import config as config_module
 from hydraguard.accounts.models import AccountStatus
-from hydraguard.accounts.registry import RegistryError
+from hydraguard.admin.tokens import Role
 from hydraguard.decide.model import Decision, DecisionType, ScopeKind
 from hydraguard.events import log as event_log
+from hydraguard.intel import cli as intel_cli
 from hydraguard.limits.policy import LimitSet
+from hydraguard.watermark.cli import app as watermark_app
 
 app = typer.Typer(help="hydraguard: protect an LLM API against model-extraction campaigns.", no_args_is_help=True)
 orgs_app = typer.Typer(help="Organizations.", no_args_is_help=True)
@@ -25,11 +30,19 @@ accounts_app = typer.Typer(help="Accounts.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys: issue, list, rotate, revoke.", no_args_is_help=True)
 decisions_app = typer.Typer(help="Decisions the gateway enforces.", no_args_is_help=True)
 events_app = typer.Typer(help="The request event log.", no_args_is_help=True)
+admin_app = typer.Typer(help="The admin API and its tokens.", no_args_is_help=True)
+tokens_app = typer.Typer(help="Admin tokens: create, list, revoke.", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit log of admin changes.", no_args_is_help=True)
 app.add_typer(orgs_app, name="orgs")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(keys_app, name="keys")
 app.add_typer(decisions_app, name="decisions")
 app.add_typer(events_app, name="events")
+app.add_typer(admin_app, name="admin")
+admin_app.add_typer(tokens_app, name="token")
+app.add_typer(watermark_app, name="watermark")
+app.add_typer(intel_cli.app, name="intel")
+app.add_typer(audit_app, name="audit")
 
 ConfigOption = Annotated[
     Path | None,
@@ -57,6 +70,35 @@ def _registry():  # type: ignore[no-untyped-def]
         return open_registry(_settings())
     except config_module.ConfigError as exc:
         _fail(str(exc))
+
+
+T = TypeVar("T")
+
+
+def _admin(operation: Callable[[Any], T]) -> T:
+    """Run one admin operation (`AdminServices`, so that changes are audited); a refusal is an error
+    message and exit status 2."""
+    from hydraguard.admin.app import open_services
+    from hydraguard.admin.audit import AuditError
+    from hydraguard.admin.services import AdminError
+    from hydraguard.decide.store import DecisionStoreUnavailable
+
+    try:
+        services = open_services(_settings())
+    except config_module.ConfigError as exc:
+        _fail(str(exc))
+    try:
+        return operation(services)
+    except (AdminError, AuditError, DecisionStoreUnavailable) as exc:
+        _fail(str(exc))
+    finally:
+        services.registry.close()
+
+
+def _actor():  # type: ignore[no-untyped-def]
+    from hydraguard.admin.audit import Actor
+
+    return Actor(f"cli:{getpass.getuser()}")
 
 
 def _fail(message: str) -> typer.Exit:
@@ -149,11 +191,17 @@ def quickstart(
     settings.server.upstream = upstream.rstrip("/")
     if port is not None:
         settings.server.port = port
-    registry = _registry()
-    org = next((o for o in registry.list_orgs() if o.name == "quickstart"), None) or registry.create_org("quickstart")
-    account = registry.list_accounts(org.id)[0] if registry.list_accounts(org.id) else registry.create_account(org.id)
-    _, key = registry.issue_key(account.id)
-    registry.close()
+
+    def first_key(admin):  # type: ignore[no-untyped-def]
+        actor = _actor()
+        org = next((o for o in admin.list_orgs() if o.name == "quickstart"), None) or admin.create_org(
+            actor, "quickstart"
+        )
+        accounts = admin.list_accounts(org.id)
+        account = accounts[0] if accounts else admin.create_account(actor, org.id)
+        return account, admin.issue_key(actor, account.id)[1]
+
+    account, key = _admin(first_key)
     base_url = f"http://{settings.server.host}:{settings.server.port}/v1"
     typer.echo(
         f"\nhydraguard gateway on {base_url} (account {account.id})\n"
@@ -330,20 +378,13 @@ def detect(
 # -- orgs and accounts -----------------------------------------------------------------------------------
 @orgs_app.command("create")
 def orgs_create(name: str, tier: Annotated[str, typer.Option()] = "free") -> None:
-    _check_tier(tier)
-    _print(_registry().create_org(name, tier))
+    _print(_admin(lambda s: s.create_org(_actor(), name, tier)))
 
 
 @orgs_app.command("list")
 def orgs_list() -> None:
-    for org in _registry().list_orgs():
+    for org in _admin(lambda s: s.list_orgs()):
         _print(org)
-
-
-def _check_tier(tier: str) -> None:
-    tiers = _settings().tiers
-    if tier not in tiers:
-        _fail(f"unknown tier {tier!r}; the config defines {', '.join(sorted(tiers))}")
 
 
 @accounts_app.command("create")
@@ -357,19 +398,17 @@ def accounts_create(
         typer.Option(help="Payment-method fingerprint from the payment provider; stored only as a keyed hash."),
     ] = None,
 ) -> None:
-    _check_tier(tier)
-    try:
-        account = _registry().create_account(
-            org, tier=tier, email_domain=email_domain, signup_ip=signup_ip, payment_method=payment_method
+    account = _admin(
+        lambda s: s.create_account(
+            _actor(), org, tier=tier, email_domain=email_domain, signup_ip=signup_ip, payment_method=payment_method
         )
-    except RegistryError as exc:
-        _fail(str(exc))
+    )
     _print(account)
 
 
 @accounts_app.command("list")
 def accounts_list(org: Annotated[str | None, typer.Option()] = None) -> None:
-    for account in _registry().list_accounts(org):
+    for account in _admin(lambda s: s.list_accounts(org)):
         _print(account)
 
 
@@ -384,23 +423,18 @@ def accounts_set(
     concurrency: Annotated[int | None, typer.Option(min=1, help="Override: concurrent requests.")] = None,
     clear_overrides: Annotated[bool, typer.Option(help="Remove every per-account override.")] = False,
 ) -> None:
-    """Change an account's status, tier or limit overrides."""
-    if tier is not None:
-        _check_tier(tier)
-    registry = _registry()
-    overrides = None
-    if any(v is not None for v in (rpm, tpm, tpd, concurrency)):
-        try:
-            current = registry.get_account(account_id).limit_overrides or LimitSet()
-        except RegistryError as exc:
-            _fail(str(exc))
-        overrides = current.merged(LimitSet(rpm=rpm, tpm=tpm, tpd=tpd, concurrency=concurrency))
-    try:
-        account = registry.update_account(
-            account_id, status=status, tier=tier, limit_overrides=overrides, clear_overrides=clear_overrides
+    """Change an account's status, tier or limit overrides (merged into the current ones)."""
+    limits = LimitSet(rpm=rpm, tpm=tpm, tpd=tpd, concurrency=concurrency)
+    account = _admin(
+        lambda s: s.update_account(
+            _actor(),
+            account_id,
+            status=status,
+            tier=tier,
+            limits=limits if limits != LimitSet() else None,
+            clear_overrides=clear_overrides,
         )
-    except RegistryError as exc:
-        _fail(str(exc))
+    )
     _print(account)
 
 
@@ -408,16 +442,13 @@ def accounts_set(
 @keys_app.command("issue")
 def keys_issue(account_id: str) -> None:
     """Issue a key. The key is printed once and never stored."""
-    try:
-        record, plaintext = _registry().issue_key(account_id)
-    except RegistryError as exc:
-        _fail(str(exc))
+    record, plaintext = _admin(lambda s: s.issue_key(_actor(), account_id))
     _print({"key": plaintext, **msgspec.structs.asdict(record)})
 
 
 @keys_app.command("list")
 def keys_list(account: Annotated[str | None, typer.Option(help="Account id.")] = None) -> None:
-    for key in _registry().list_keys(account):
+    for key in _admin(lambda s: s.list_keys(account)):
         _print(key)
 
 
@@ -427,29 +458,16 @@ def keys_rotate(
     grace: Annotated[float, typer.Option(min=0, help="Seconds the old key keeps working.")] = 0.0,
 ) -> None:
     """Issue a successor key and retire the old one (now, or after a grace period)."""
-    try:
-        record, plaintext = _registry().rotate_key(key_id, grace=grace)
-    except RegistryError as exc:
-        _fail(str(exc))
+    record, plaintext = _admin(lambda s: s.rotate_key(_actor(), key_id, grace=grace))
     _print({"key": plaintext, **msgspec.structs.asdict(record), "replaces": key_id})
 
 
 @keys_app.command("revoke")
 def keys_revoke(key_id: str) -> None:
-    try:
-        _print(_registry().revoke_key(key_id))
-    except RegistryError as exc:
-        _fail(str(exc))
+    _print(_admin(lambda s: s.revoke_key(_actor(), key_id)))
 
 
 # -- decisions -----------------------------------------------------------------------------------------------
-def _decision_store():  # type: ignore[no-untyped-def]
-    from hydraguard.gateway.build import build_decision_store
-
-    settings = _settings()
-    return build_decision_store(settings, _registry())
-
-
 @decisions_app.command("add")
 def decisions_add(
     type: Annotated[DecisionType, typer.Option("--type")],
@@ -477,27 +495,95 @@ def decisions_add(
         )
     except ValueError as exc:
         _fail(str(exc))
-    _print(asyncio.run(_decision_store().add(decision)))
+    _print(_admin(lambda s: asyncio.run(s.add_decision(_actor(), decision))))
 
 
 @decisions_app.command("list")
 def decisions_list() -> None:
-    for decision in asyncio.run(_decision_store().list()):
+    for decision in _admin(lambda s: asyncio.run(s.list_decisions())):
         _print(decision)
 
 
 @decisions_app.command("remove")
 def decisions_remove(decision_id: str) -> None:
-    if not asyncio.run(_decision_store().remove(decision_id)):
-        _fail(f"no decision {decision_id!r}")
+    _admin(lambda s: asyncio.run(s.remove_decision(_actor(), decision_id)))
     typer.echo(f"removed {decision_id}")
 
 
 @decisions_app.command("group")
 def decisions_group(group_id: str, account_ids: list[str]) -> None:
     """Make the accounts one group (they then share the group budget)."""
-    asyncio.run(_decision_store().set_group(group_id, account_ids))
-    typer.echo(f"group {group_id}: {len(account_ids)} accounts")
+    members = _admin(lambda s: asyncio.run(s.set_group(_actor(), group_id, account_ids)))
+    typer.echo(f"group {group_id}: {len(members)} accounts")
+
+
+# -- the admin API and the audit log -------------------------------------------------------------------------
+@admin_app.command("serve")
+def admin_serve(
+    host: Annotated[str | None, typer.Option(help="Default: admin.host (127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Default: admin.port (8081).")] = None,
+) -> None:
+    """Run the admin API (its own port; loopback by default). Calls need an admin token."""
+    import uvicorn
+
+    from hydraguard import logs
+    from hydraguard.admin.app import build_admin_app
+
+    settings = _settings()
+    logs.configure(settings.logging.level, settings.logging.json_format)
+    try:
+        admin = build_admin_app(settings)
+    except config_module.ConfigError as exc:
+        _fail(str(exc))
+    uvicorn.run(
+        admin,
+        host=host or settings.admin.host,
+        port=settings.admin.port if port is None else port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+    )
+
+
+@tokens_app.command("create")
+def admin_token_create(
+    name: Annotated[str, typer.Argument(help="Who or what holds it (letters, digits, _.:@-).")],
+    role: Annotated[Role, typer.Option(help="viewer: read; analyst: also decisions; admin: everything.")],
+) -> None:
+    """Create an admin token. It is printed once and never stored."""
+    if not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,100}", name):
+        _fail(f"token name {name!r}: use 1 to 100 letters, digits and _.:@-")
+    record, plaintext = _admin(lambda s: s.create_token(_actor(), name, role))
+    _print({"token": plaintext, **msgspec.structs.asdict(record)})
+
+
+@tokens_app.command("list")
+def admin_token_list() -> None:
+    for token in _admin(lambda s: s.list_tokens()):
+        _print(token)
+
+
+@tokens_app.command("revoke")
+def admin_token_revoke(token_id: str) -> None:
+    _print(_admin(lambda s: s.revoke_token(_actor(), token_id)))
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Recompute the audit log's hash chain; exit 1 if it was edited, cut or reordered."""
+    result = _admin(lambda s: s.verify_audit())
+    if not result.ok:
+        for problem in result.problems:
+            typer.echo(f"audit log: {problem}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"audit log intact: {result.entries} entries, head {result.head_hash}")
+
+
+@audit_app.command("tail")
+def audit_tail(lines: Annotated[int, typer.Option("-n", min=1, help="How many of the latest entries.")] = 20) -> None:
+    """Print the latest audit entries as JSON lines."""
+    for entry in _admin(lambda s: s.audit_tail(lines)):
+        _print(entry)
 
 
 # -- events ----------------------------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import binom
 
 from hydraguard.watermark.greenlist import is_green
 from hydraguard.watermark.keys import WatermarkKey
@@ -47,6 +46,8 @@ def score_count(green: int, scored: int, gamma: float) -> Score:
     if scored == 0:  # nothing to test: no evidence either way
         return Score(scored=0, green=0, z=0.0, p=1.0)
     z = (green - gamma * scored) / math.sqrt(scored * gamma * (1.0 - gamma))
+    from scipy.stats import binom  # imported here: scipy.stats costs half a second of every CLI start
+
     return Score(scored=scored, green=green, z=z, p=float(binom.sf(green - 1, scored, gamma)))
 
 
