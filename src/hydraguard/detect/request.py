@@ -20,11 +20,15 @@ import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
 from ua_parser import parse_user_agent
+
+if TYPE_CHECKING:
+    from hydraguard.events.log import PromptContent
+    from hydraguard.events.schema import RequestEvent
 
 PATTERNS_DIR = Path(__file__).parent / "patterns"
 SAMPLING_FIELDS = (
@@ -233,3 +237,17 @@ def client_fingerprint(user_agent: str | None) -> str | None:
         return "other"
     family, major, minor = match.groups()
     return f"{family}/{major}.{minor or 0}"
+
+
+def fill_fingerprints(event: RequestEvent, content: PromptContent | None) -> None:
+    """Fill a gateway event's fingerprint slots: the event log's `enrich` hook, run in its writer thread. The
+    simulator fills the same slots with the same functions (`sim/prompts.py`, `sim/output.py`)."""
+    event.sampling_fingerprint = sampling_fingerprint(event)
+    event.client_fingerprint = client_fingerprint(event.user_agent)
+    if content is None or not (content.system_text or content.user_text):
+        return
+    features = request_features(content.system_text, content.user_text, content.tools_count)
+    event.template_hash = features.template_hash
+    event.template_signature = features.template_signature
+    event.reasoning_extraction_score = features.reasoning_extraction_score
+    event.capability_area = features.capability_area

@@ -1,8 +1,10 @@
 """Append-only local event log: Arrow IPC stream segments written off the request path.
 
 The gateway calls `EventLog.append`, which only puts the event on an in-memory queue. A writer
-thread drains the queue every `flush_interval` seconds, appends one record batch to the current
-segment and fsyncs it. Durability contract (also in docs/events.md):
+thread drains the queue every `flush_interval` seconds, lets the `enrich` hook fill the event's
+request fingerprints from the prompt content passed along (which is then dropped, never written),
+appends one record batch to the current segment and fsyncs it. Durability contract (also in
+docs/events.md):
 
 * clean shutdown (`close`): every appended event is on disk;
 * crash: at most the events of the last `flush_interval` seconds are lost. A segment cut short by
@@ -20,8 +22,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -32,6 +35,17 @@ from hydraguard.events.schema import ARROW_SCHEMA, RequestEvent, events_to_table
 log = logging.getLogger(__name__)
 
 SEGMENT_SUFFIX = ".arrows"
+
+
+class PromptContent(NamedTuple):
+    """What a request asked, for fingerprinting only: held until the writer thread has enriched the event."""
+
+    system_text: str
+    user_text: str
+    tools_count: int = 0
+
+
+Enrich = Callable[[RequestEvent, PromptContent | None], None]
 _segment_seq = itertools.count()  # keeps names unique when segments start in the same millisecond
 
 
@@ -44,6 +58,7 @@ class EventLog:
         segment_max_events: int = 500_000,
         segment_max_age: float = 3600.0,
         prompt_text_retention: float | None = None,
+        enrich: Enrich | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -51,7 +66,8 @@ class EventLog:
         self.segment_max_events = segment_max_events
         self.segment_max_age = segment_max_age
         self.prompt_text_retention = prompt_text_retention
-        self._queue: collections.deque[RequestEvent] = collections.deque()
+        self.enrich = enrich
+        self._queue: collections.deque[tuple[RequestEvent, PromptContent | None]] = collections.deque()
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -61,12 +77,14 @@ class EventLog:
         self._segment_events = 0
         self._segment_started = 0.0
         self._last_purge = 0.0
+        self.appended = 0
         self.written = 0
         self.rejected = 0
 
     # -- producer side (request path) -------------------------------------------------------------
-    def append(self, event: RequestEvent) -> None:
-        self._queue.append(event)
+    def append(self, event: RequestEvent, content: PromptContent | None = None) -> None:
+        self._queue.append((event, content))
+        self.appended += 1
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -106,15 +124,25 @@ class EventLog:
     def _flush(self) -> None:
         if not self._queue:
             return
-        batch: list[RequestEvent] = []
+        queued: list[tuple[RequestEvent, PromptContent | None]] = []
         while self._queue:
-            batch.append(self._queue.popleft())
+            queued.append(self._queue.popleft())
+        batch = [self._enriched(event, content) for event, content in queued]
         table = self._to_table(batch)
         try:
             self._write(table)
         except Exception:
-            self._queue.extendleft(reversed(batch))
+            # enriched already: requeued without their content, nothing is computed twice
+            self._queue.extendleft((event, None) for event in reversed(batch))
             raise
+
+    def _enriched(self, event: RequestEvent, content: PromptContent | None) -> RequestEvent:
+        if self.enrich is not None:
+            try:
+                self.enrich(event, content)
+            except Exception:  # a fingerprint is worth less than the event: log it without
+                log.exception("could not fingerprint event %s", event.request_id)
+        return event
 
     def _to_table(self, batch: list[RequestEvent]) -> pa.Table:
         """The batch as a table; an event that cannot be converted (a value outside the schema's types)

@@ -30,7 +30,7 @@ from hydraguard.controls.plan import Controls, Prepared
 from hydraguard.controls.refusal import ControlRefusal
 from hydraguard.decide.model import DecisionType, Resolution, resolve
 from hydraguard.decide.store import DecisionStore
-from hydraguard.events.log import EventLog
+from hydraguard.events.log import EventLog, PromptContent
 from hydraguard.events.schema import RequestEvent
 from hydraguard.gateway import requests as req
 from hydraguard.gateway.errors import error_response, retry_after_header
@@ -94,6 +94,8 @@ class Gateway:
         self.limiter = limiter
         self.decisions = decisions
         self.events = events
+        # prompt content of requests in flight, handed to the event log with their event (never stored)
+        self._content: dict[str, PromptContent] = {}
         self.metrics = GatewayMetrics()
         self._session: aiohttp.ClientSession | None = None
         self._trusted = [ipaddress.ip_network(n, strict=False) for n in settings.server.trusted_proxies]
@@ -369,6 +371,8 @@ class Gateway:
         event.prompt_tokens_est, event.system_prompt_hash = info.prompt_tokens_est, info.system_prompt_hash
         if self.settings.events.keep_prompt_text:
             event.prompt_text = info.prompt_text[: self.settings.events.prompt_text_max_chars]
+        if info.system_text or info.user_text:
+            self._content[event.request_id] = PromptContent(info.system_text, info.user_text, info.tools_count)
         return info
 
     def _decide(self, principal: Principal, event: RequestEvent) -> Resolution:
@@ -519,7 +523,7 @@ class Gateway:
         counter.inc()
         self.metrics.latency.labels(endpoint).observe(elapsed)
         self.metrics.events.inc()
-        self.events.append(event)
+        self.events.append(event, self._content.pop(event.request_id, None))
 
     # -- forwarding -------------------------------------------------------------------------------------
     async def _forward(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from hydraguard.accounts.registry import Registry
 from hydraguard.config import Settings
 from hydraguard.decide.store import DecisionStore, RedisDecisionStore, SqlDecisionStore
+from hydraguard.detect.request import fill_fingerprints
 from hydraguard.events.log import EventLog
 from hydraguard.gateway.app import Gateway
 from hydraguard.limits.base import Limiter
@@ -43,6 +44,7 @@ def build_event_log(settings: Settings) -> EventLog:
         events.dir,
         flush_interval=events.flush_interval,
         prompt_text_retention=events.prompt_text_retention_days * DAY if events.keep_prompt_text else None,
+        enrich=fill_fingerprints,
     )
 
 

@@ -113,6 +113,9 @@ class RequestInfo:
     prompt_tokens_est: int = 0
     system_prompt_hash: str | None = None
     prompt_text: str = ""
+    # what the detection layer fingerprints (off the request path): the system prompt and the newest user turn
+    system_text: str = ""
+    user_text: str = ""
     reserve_completion_tokens: int = 0  # completion tokens the limits reserve (max_tokens x n)
     wants_usage_in_stream: bool = False  # the client itself asked for stream_options.include_usage
     supports_stream_usage: bool = False  # the endpoint streams usage only when asked (chat, completions)
@@ -222,6 +225,10 @@ def describe_chat(body: bytes, default_max_tokens: int) -> RequestInfo:
         prompt_tokens_est=_estimate(chars, len(req.messages)),
         system_prompt_hash=short_hash("\n".join(system)) if system else None,
         prompt_text="\n".join(texts),
+        system_text="\n".join(system),
+        user_text=next(
+            (t for m, t in zip(reversed(req.messages), reversed(texts), strict=True) if m.role == "user"), ""
+        ),
         reserve_completion_tokens=(max_tokens or default_max_tokens) * (req.n or 1),
         wants_usage_in_stream=bool(req.stream_options and req.stream_options.include_usage),
         supports_stream_usage=True,
@@ -250,6 +257,7 @@ def describe_completion(body: bytes, default_max_tokens: int) -> RequestInfo:
         prompt_chars=chars,
         prompt_tokens_est=_estimate(chars, 0) + token_ids,
         prompt_text="\n".join(texts),
+        user_text="\n".join(texts),
         reserve_completion_tokens=max_tokens * (req.n or 1),
         wants_usage_in_stream=bool(req.stream_options and req.stream_options.include_usage),
         supports_stream_usage=True,
@@ -271,6 +279,7 @@ def describe_embedding(body: bytes, default_max_tokens: int) -> RequestInfo:
 def describe_response(body: bytes, default_max_tokens: int) -> RequestInfo:
     req: ResponsesRequest = _decode(body, ResponsesRequest)
     texts, messages = _response_input_texts(req.input)
+    newest = texts[-1] if texts else ""
     if req.instructions:
         texts.insert(0, req.instructions)
     chars = sum(len(t) for t in texts)
@@ -289,5 +298,7 @@ def describe_response(body: bytes, default_max_tokens: int) -> RequestInfo:
         prompt_tokens_est=_estimate(chars, messages),
         system_prompt_hash=short_hash(req.instructions) if req.instructions else None,
         prompt_text="\n".join(texts),
+        system_text=req.instructions or "",
+        user_text=newest,
         reserve_completion_tokens=req.max_output_tokens or default_max_tokens,
     )
