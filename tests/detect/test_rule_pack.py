@@ -135,3 +135,57 @@ def test_pack_rules_are_reviewed_and_enforcing_ones_expire() -> None:
         assert rule.rationale and rule.source, rule.id
         if rule.action is not Action.FLAG:
             assert rule.ttl is not None and rule.ttl > 0, rule.id
+
+
+# cluster rule id -> (a campaign member its action must cover, the linked bystander it must spare)
+MEMBER_CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "hydra-reasoning-cluster": (
+        # an established account of the campaign, diluting its elicitation with cover traffic
+        {
+            "account.reasoning_share": 0.12,
+            "account.payment_shared": 0.0,
+            "account.days_since_signup_at_first_request": 40.0,
+        },
+        # a developer on the same residential exit, who sent the same popular prompt once
+        {
+            "account.reasoning_share": 0.0,
+            "account.payment_shared": 0.0,
+            "account.days_since_signup_at_first_request": 120.0,
+        },
+    ),
+    "hydra-synchronized-cluster": (
+        # a replacement account, first request hours after sign-up, not yet in step
+        {
+            "account.phase_concentration": 0.2,
+            "account.payment_shared": 0.0,
+            "account.days_since_signup_at_first_request": 0.1,
+        },
+        # a user of the same coding app, sending whenever they like
+        {
+            "account.phase_concentration": 0.15,
+            "account.payment_shared": 0.0,
+            "account.days_since_signup_at_first_request": 300.0,
+        },
+    ),
+    "hydra-pooled-identity-cluster": (
+        # an account paying with a card accounts of other orgs use
+        {"account.payment_shared": 1.0, "account.days_since_signup_at_first_request": 30.0},
+        # a student of the cohort who signed up weeks before using the API, with a card of their own
+        {"account.payment_shared": 0.0, "account.days_since_signup_at_first_request": 21.0},
+    ),
+}
+
+
+def test_every_cluster_rule_judges_its_members_and_has_member_cases() -> None:
+    cluster_rules = {rule.id for rule in PACK.rules if str(rule.level) == "cluster"}
+    assert {rule_id for rule_id in cluster_rules if RULES[rule_id].members is not None} == cluster_rules
+    assert set(MEMBER_CASES) == cluster_rules
+
+
+@pytest.mark.parametrize("rule_id", sorted(MEMBER_CASES))
+def test_cluster_rule_covers_a_member_on_its_own_evidence_and_spares_a_linked_bystander(rule_id: str) -> None:
+    members = RULES[rule_id].members
+    assert members is not None
+    member, bystander = MEMBER_CASES[rule_id]
+    assert members.holds(member)
+    assert not members.holds(bystander)

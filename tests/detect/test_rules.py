@@ -208,6 +208,33 @@ def test_a_scope_the_level_cannot_name_is_rejected(level: str, scope: str) -> No
     assert f"scope: a {level} rule acts on" in message and f"not {scope}" in message
 
 
+def test_a_cluster_rule_may_judge_its_members_by_their_own_account_features() -> None:
+    members = {"any": ["account.reasoning_share >= 0.05", "account.payment_shared >= 1"]}
+    rule = make_rule(level="cluster", when={"all": ["cluster.accounts >= 5"]}, members=members)
+    assert rule.members is not None and rule.model_dump()["members"] == members
+    assert rule.members.holds({"account.reasoning_share": 0.2})
+    assert not rule.members.holds({"account.reasoning_share": 0.0, "account.payment_shared": 0.0})
+    assert make_rule().members is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"members": {"all": ["account.n >= 1"]}}, "members: only cluster rules judge their members"),
+        (
+            {"level": "cluster", "when": {"all": ["cluster.n >= 1"]}, "members": {"all": ["cluster.n >= 1"]}},
+            "only `account.` features, not cluster.n",
+        ),
+        (
+            {"level": "cluster", "when": {"all": ["cluster.n >= 1"]}, "members": "account.n >= 1"},
+            "`members` is a mapping",
+        ),
+    ],
+)
+def test_a_bad_members_condition_is_rejected(fields: dict[str, Any], message: str) -> None:
+    assert message in load_error(**fields)
+
+
 def test_ttl_is_required_unless_the_action_is_flag() -> None:
     assert "ttl: required for action block" in load_error(action="block", ttl=None)
 

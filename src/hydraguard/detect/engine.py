@@ -213,8 +213,11 @@ class Engine:
             hits = self.rules.evaluate("cluster", values)
             if not hits:
                 continue
-            ids = tuple(sorted(self.accounts.ids[n] for n in confirmed.tolist()))
-            cluster_id = self._cluster_id(ids)
+            cluster_id = self._cluster_id(tuple(sorted(self.accounts.ids[n] for n in confirmed.tolist())))
+            covered = self._covered(confirmed, hits, payment_shared)
+            if len(covered) == 0:
+                continue
+            ids = tuple(sorted(self.accounts.ids[n] for n in covered.tolist()))
             words = tuple(f"{e.name.lower().replace('_', ' ')} shared by {n} accounts" for e, _, n, _ in evidence)
             indicators = tuple((e.name.lower(), self.evidence.name(v)) for e, v, _, _ in evidence)
             detections.append(Detection(at, "cluster", cluster_id, ids, tuple(hits), values, words, indicators))
@@ -233,6 +236,22 @@ class Engine:
             floor * np.median(strength),
         )
         return members[strength >= bar]
+
+    def _covered(self, members: np.ndarray, hits: list[Hit], payment_shared: np.ndarray) -> np.ndarray:
+        """The members a cluster's hits cover: for a rule with a `members` condition, those whose own features meet
+        it (a bystander linked by a shared exit or a popular prompt shows none of the campaign's behaviour), else
+        all of them."""
+        if all(hit.members is None for hit in hits):
+            return members
+        features = self.account_features(members)
+        features["payment_shared"] = payment_shared[members].astype(float)
+        names = list(features)
+        rows = np.column_stack([features[n] for n in names]).tolist()
+        keep = np.zeros(len(members), dtype=bool)
+        for i, row in enumerate(rows):
+            values = {f"account.{n}": v for n, v in zip(names, row, strict=True)}
+            keep[i] = any(hit.members is None or hit.members.holds(values) for hit in hits)
+        return members[keep]
 
     def _cluster_id(self, ids: tuple[str, ...]) -> str:
         """A cluster keeps its id while it grows: the id of the earlier cluster most of its members were in."""

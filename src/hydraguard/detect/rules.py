@@ -286,6 +286,18 @@ def _compile_when(raw: object) -> Condition:
     return compile_condition(raw)
 
 
+def _compile_members(raw: object) -> Condition | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ValueError("`members` is a mapping with one key: all, any or not")
+    condition = compile_condition(raw, "members")
+    foreign = sorted({f for f in condition.features() if not f.startswith("account.")})
+    if foreign:
+        raise ValueError(f"`members` judges each member account: only `account.` features, not {', '.join(foreign)}")
+    return condition
+
+
 # -- rules -----------------------------------------------------------------------------------------------
 Text = Annotated[str, Field(min_length=1)]
 _DEFAULT_SCOPE = {Level.ACCOUNT: ScopeKind.ACCOUNT, Level.CLUSTER: ScopeKind.GROUP}
@@ -312,6 +324,12 @@ class Rule(BaseModel):
     shadow: Annotated[bool, Field(strict=True)] = False  # log hits, act on none
     tags: list[str] = []
     when: Annotated[Condition, PlainValidator(_compile_when), PlainSerializer(lambda when: when.source())]
+    # cluster rules: the condition each member's own features must meet for the action to cover it
+    members: Annotated[
+        Condition | None,
+        PlainValidator(_compile_members),
+        PlainSerializer(lambda members: members.source() if members is not None else None),
+    ] = None
 
     @model_validator(mode="before")
     @classmethod
@@ -332,6 +350,12 @@ class Rule(BaseModel):
             if foreign:
                 raise ValueError(f"a {level} rule may use only `{level}.` features, not {', '.join(foreign)}")
         return when
+
+    @model_validator(mode="after")
+    def _members_only_for_clusters(self) -> Rule:
+        if self.members is not None and self.level is not Level.CLUSTER:
+            raise ValueError("members: only cluster rules judge their members")
+        return self
 
     @model_validator(mode="after")
     def _scope_of_level(self) -> Rule:
@@ -372,6 +396,7 @@ class Hit:
     ttl: int | None  # seconds; None only for a flag without one
     shadow: bool  # log it, act on nothing
     reasons: tuple[str, ...]
+    members: Condition | None = None  # cluster rules: what a member's own features must show to be covered
 
 
 def _rule_files(path: Path) -> list[Path]:
@@ -419,6 +444,7 @@ class RuleSet:
                 ttl=rule.ttl,
                 shadow=rule.shadow,
                 reasons=tuple(rule.explain(features)),
+                members=rule.members,
             )
             for rule in self.rules
             if rule.level is wanted and rule.matches(features)

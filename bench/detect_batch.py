@@ -1,0 +1,77 @@
+"""Batch detection speed: events per second through the detection engine over a simulated log, and linkage time.
+
+    .venv/bin/python bench/detect_batch.py /tmp/runs/seed-hydra-small
+    .venv/bin/python bench/detect_batch.py /tmp/runs/seed-hydra          # the full-scale target run
+
+Prints, for the run: reading the event batches alone (the I/O floor, the baseline in the same run), then the engine
+fed the same batches (`Engine.run`, as `hydraguard analyze` does) with its time split into folding events in,
+account analyses, linkages and cluster rules; then one final linkage over every account of the run. Targets
+(issue 4): batch analysis >= 200,000 events/s on 2 cores over the full `seed-hydra` log; linkage over 100,000
+accounts <= 60 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from hydraguard.detect.analyze import simulated_batches
+from hydraguard.detect.engine import Engine
+
+
+def timed(totals: dict[str, float], counts: dict[str, int], name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            totals[name] += time.perf_counter() - start
+            counts[name] += 1
+
+    return wrapper
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path, help="a `hydraguard simulate` output directory")
+    args = parser.parse_args()
+
+    start = time.perf_counter()
+    events = sum(batch.num_rows for batch in simulated_batches(args.run))
+    read_seconds = time.perf_counter() - start
+    print(f"{args.run}: {events:,} events")
+    print(f"reading only: {read_seconds:.1f} s, {events / read_seconds:,.0f} events/s")
+
+    engine = Engine()
+    totals: dict[str, float] = defaultdict(float)
+    counts: dict[str, int] = defaultdict(int)
+    engine._fold = timed(totals, counts, "fold events", engine._fold)  # type: ignore[method-assign]
+    engine._account_detections = timed(totals, counts, "account rules", engine._account_detections)  # type: ignore[method-assign]
+    engine.clusters = timed(totals, counts, "linkage", engine.clusters)  # type: ignore[method-assign]
+    engine._cluster_detections = timed(totals, counts, "linkage + cluster rules", engine._cluster_detections)  # type: ignore[method-assign]
+    start = time.perf_counter()
+    engine.load_registry(pq.read_table(args.run / "registry" / "accounts.parquet"))
+    detections = engine.run(simulated_batches(args.run))
+    seconds = time.perf_counter() - start
+    print(f"engine: {seconds:.1f} s, {events / seconds:,.0f} events/s, {len(detections):,} detections")
+    for name in ("fold events", "account rules", "linkage", "linkage + cluster rules"):
+        print(f"  {name}: {totals[name]:.1f} s over {counts[name]:,} calls")
+
+    start = time.perf_counter()
+    clusters = engine.clusters()
+    print(
+        f"final linkage over {len(engine.accounts):,} accounts: {time.perf_counter() - start:.1f} s, "
+        f"{len(clusters.members):,} clusters"
+    )
+    print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
