@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -186,3 +187,28 @@ def test_evaluate_refuses_a_directory_without_truth(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["evaluate", str(tmp_path), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert "not a simulation output" in result.output
+
+
+def test_tokens_over_time_and_roc_on_the_hand_built_case() -> None:
+    scores = {"a1": 0.9, "a2": 0.2, "l1": 0.5, "l2": 0.1}  # a3 unscored: no threshold flags it
+    r = evaluate.score([Flag("a1", 200)], TRUTH, EVENTS, PROMPTS, scores)
+    series = r["campaign_tokens_over_time"]
+    assert series["start"] == 100 and series["bin_hours"] == evaluate.SERIES_BIN_HOURS
+    # every event falls in the first bin: campaign tokens 100 + 50 + 100 + 100 + 50 + 200, of which a1's
+    # requests at 200 and 300 come after its flag
+    assert series["without_defence"] == [600] and series["with_defence"] == [400]
+    roc = r["roc"]
+    # thresholds from the highest score down: a1 (tp), l1 (fp), a2 (tp), l2 (fp), then a3 never
+    assert roc["tpr"] == pytest.approx([0, 1 / 3, 1 / 3, 2 / 3, 2 / 3, 1])
+    assert roc["fpr"] == pytest.approx([0, 0, 0.5, 0.5, 1, 1])
+    assert roc["auc"] == pytest.approx(0.5 * 1 / 3 + 0.5 * 2 / 3)
+    assert evaluate.score([], TRUTH, EVENTS, PROMPTS)["roc"] is None  # no scores, no curve
+    assert evaluate.roc_curve(np.array([0.3, 0.1]), np.array([True, True])) is None  # one class only
+
+
+def test_plots_for_a_run_without_campaign(tmp_path: Path) -> None:
+    legit = TRUTH.filter(pc.is_null(pc.field("campaign_id")))
+    events = EVENTS.filter(pc.is_in(pc.field("account_id"), value_set=legit.column("account_id")))
+    row = {"detector": "none", "scenario": "legit-only", "run": "r", **evaluate.score([], legit, events)}
+    assert row["campaign_tokens_over_time"]["without_defence"] == [0]
+    assert evaluate.plots([row], tmp_path) == []  # nothing leaked to plot, no positives for a ROC

@@ -147,10 +147,26 @@ def ablation(family: str) -> HydraGuard:
     return HydraGuard(EngineSettings(families_off=frozenset({family})), name=f"hydraguard-no-{family}")
 
 
+def prada() -> Detector:
+    """PRADA (sim/baselines.py; imported on use: it loads scipy and the embedding model)."""
+    from hydraguard.sim.baselines import Prada
+
+    return Prada()
+
+
+def mmd() -> Detector:
+    """The benign-calibrated MMD window detector (sim/baselines.py)."""
+    from hydraguard.sim.baselines import Mmd
+
+    return Mmd()
+
+
 ABLATIONS = ("payment", "ip", "identity", "templates", "timing")
 BUILTIN: dict[str, Callable[[], Detector]] = {
     "rate-limits": RateLimits,
     "none": NoDetector,
     "hydraguard": HydraGuard,
+    "prada": prada,
+    "mmd": mmd,
     **{f"hydraguard-no-{family}": functools.partial(ablation, family) for family in ABLATIONS},
 }

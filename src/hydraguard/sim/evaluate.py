@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from hydraguard.sim.detector import Detector, Flag
 
 SCORE_COLUMNS = ["time", "account_id", "status", "prompt_tokens", "completion_tokens", "prompt_ref"]
+SERIES_BIN_HOURS = 6  # resolution of the tokens-served-over-time series
 
 
 def event_files(run: Path) -> list[Path]:
@@ -59,11 +60,18 @@ def _ratio(a: float, b: float) -> float | None:
     return a / b if b else None
 
 
-def score(flags: Iterable[Flag], truth: pa.Table, events: pa.Table, prompts: pa.Table | None = None) -> dict[str, Any]:
+def score(
+    flags: Iterable[Flag],
+    truth: pa.Table,
+    events: pa.Table,
+    prompts: pa.Table | None = None,
+    account_scores: dict[str, float] | None = None,
+) -> dict[str, Any]:
     """The metrics of one detector on one run (definitions in docs/simulator.md, "Evaluation").
 
     `truth` needs `account_id` and `campaign_id` (null: legitimate); `events` the `SCORE_COLUMNS`
-    (`prompt_ref` only with `prompts`, which needs `prompt_ref` and `ordinary`).
+    (`prompt_ref` only with `prompts`, which needs `prompt_ref` and `ordinary`). `account_scores` (from a
+    detector that scores every account it examines) gives the ROC curve.
     """
     accounts = truth.column("account_id").to_pylist()
     index = {a: i for i, a in enumerate(accounts)}
@@ -124,6 +132,10 @@ def score(flags: Iterable[Flag], truth: pa.Table, events: pa.Table, prompts: pa.
         }
     legit = served & ~is_campaign
     refused = legit & ~before
+    roc = None
+    if account_scores is not None:
+        suspicion = np.array([account_scores.get(a, -np.inf) for a in accounts])
+        roc = roc_curve(suspicion[active], positive[active])
     ttd = [c["time_to_detection_h"] for c in campaigns.values() if c["time_to_detection_h"] is not None]
     return {
         "accounts": {"campaign": tp + fn, "legit": fp + tn, "inactive": int((~active).sum())},
@@ -142,16 +154,62 @@ def score(flags: Iterable[Flag], truth: pa.Table, events: pa.Table, prompts: pa.
         "legit_requests_refused": int(refused.sum()),
         "legit_requests_refused_share": _ratio(int(refused.sum()), int(legit.sum())),
         "legit_tokens_refused": int(tokens[refused].sum()),
+        "campaign_tokens_over_time": tokens_over_time(time, tokens, is_campaign & served, before),
+        "roc": roc,
     }
 
 
+def tokens_over_time(time: np.ndarray, tokens: np.ndarray, mask: np.ndarray, before: np.ndarray) -> dict[str, Any]:
+    """Cumulative tokens of the `mask` requests served by the end of each SERIES_BIN_HOURS bin from the first
+    event: with the defence (served before containment) and without (all of them)."""
+    if not len(time):
+        return {"start": None, "bin_hours": SERIES_BIN_HOURS, "with_defence": [], "without_defence": []}
+    start = float(time.min())
+    bins = ((time - start) // (SERIES_BIN_HOURS * 3600)).astype(np.int64)
+    size = int(bins.max()) + 1
+
+    def cumulative(m: np.ndarray) -> list[int]:
+        return np.cumsum(np.bincount(bins[m], weights=tokens[m], minlength=size)).astype(np.int64).tolist()
+
+    return {
+        "start": start,
+        "bin_hours": SERIES_BIN_HOURS,
+        "with_defence": cumulative(mask & before),
+        "without_defence": cumulative(mask),
+    }
+
+
+def roc_curve(suspicion: np.ndarray, positive: np.ndarray) -> dict[str, Any] | None:
+    """ROC of per-account suspicion scores (unscored accounts: -inf, flagged by no threshold; the curve's last
+    step to (1, 1) stands for them). None when a class is empty."""
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if not n_pos or not n_neg:
+        return None
+    finite = np.isfinite(suspicion)
+    order = np.argsort(-suspicion[finite], kind="stable")
+    scores, labels = suspicion[finite][order], positive[finite][order]
+    last = np.r_[np.flatnonzero(np.diff(scores) != 0), len(scores) - 1] if len(scores) else np.array([], int)
+    tpr = np.r_[0.0, np.cumsum(labels)[last] / n_pos, 1.0]
+    fpr = np.r_[0.0, np.cumsum(~labels)[last] / n_neg, 1.0]
+    return {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "auc": float(np.trapezoid(tpr, fpr))}
+
+
 def evaluate_run(detector: Detector, run: Path) -> dict[str, Any]:
+    """One detector on one run. A detector that reads prompt text (`needs_prompt_text`) gets the events'
+    `prompt_text`, as from a gateway that keeps it (`events.keep_prompt_text`); a run simulated without
+    `--materialize-text` has none and is refused."""
+    manifest = json.loads((run / "manifest.json").read_text())
+    if getattr(detector, "needs_prompt_text", False) and not manifest.get("materialize_text"):
+        raise ValueError(
+            f"{detector.name} reads prompt text, and {run} was simulated without it: "
+            "run `hydraguard simulate ... --materialize-text`"
+        )
     flags = run_detector(detector, read_registry(run), batches(run))
     events = pa.concat_tables(pq.read_table(p, columns=SCORE_COLUMNS) for p in event_files(run))
     prompts_path = run / "prompts.parquet"
     prompts = pq.read_table(prompts_path, columns=["prompt_ref", "ordinary"]) if prompts_path.exists() else None
-    manifest = json.loads((run / "manifest.json").read_text())
-    result = score(flags, pq.read_table(run / "truth.parquet"), events, prompts)
+    scores = detector.account_scores() if hasattr(detector, "account_scores") else None
+    result = score(flags, pq.read_table(run / "truth.parquet"), events, prompts, scores)
     return {
         "detector": detector.name,
         "scenario": manifest.get("scenario", run.name),
@@ -187,3 +245,62 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"| {r['legit_requests_refused']:,} ({_fmt(r['legit_requests_refused_share'], True)}) |"
         )
     return head + "\n".join(lines) + "\n"
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in text)
+
+
+def plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
+    """PNG plots next to the table, per run: campaign tokens served over time without defence and with each
+    detector (`tokens-<scenario>.png`, for runs with a campaign), and the ROC curves of detectors that score
+    accounts with every detector's operating point (`roc-<scenario>.png`). Returns the files written."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    by_run: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_run.setdefault(row["run"], []).append(row)
+    names: dict[str, int] = {}
+    written = []
+    for run_rows in by_run.values():
+        scenario = str(run_rows[0]["scenario"])
+        names[scenario] = names.get(scenario, 0) + 1
+        stem = _slug(scenario if names[scenario] == 1 else f"{scenario}-{names[scenario]}")
+        series = run_rows[0]["campaign_tokens_over_time"]
+        if series["without_defence"] and series["without_defence"][-1] > 0:
+            figure = Figure(figsize=(8, 4.5))
+            FigureCanvasAgg(figure)
+            axes = figure.add_subplot()
+            days = np.arange(1, len(series["without_defence"]) + 1) * series["bin_hours"] / 24
+            axes.plot(days, np.array(series["without_defence"]) / 1e6, "k--", label="no defence")
+            for row in run_rows:
+                served = row["campaign_tokens_over_time"]["with_defence"]
+                axes.plot(days, np.array(served) / 1e6, label=row["detector"])
+            axes.set(xlabel="days from the first request", ylabel="campaign tokens served (millions)")
+            axes.set_title(f"{scenario}: tokens leaked to campaigns")
+            axes.legend()
+            figure.savefig(path := out / f"tokens-{stem}.png", dpi=100)
+            written.append(path)
+        if any(row["fpr"] is not None and row["recall"] is not None for row in run_rows):
+            figure = Figure(figsize=(5.5, 5.5))
+            FigureCanvasAgg(figure)
+            axes = figure.add_subplot()
+            axes.plot([0, 1], [0, 1], color="0.8", linewidth=1)
+            for row in run_rows:
+                if row["roc"] is not None:
+                    line = axes.plot(
+                        row["roc"]["fpr"], row["roc"]["tpr"], label=f"{row['detector']} (AUC {row['roc']['auc']:.3f})"
+                    )
+                    color = line[0].get_color()
+                else:
+                    color = None
+                if row["fpr"] is not None and row["recall"] is not None:
+                    label = None if row["roc"] is not None else f"{row['detector']} (operating point)"
+                    axes.plot([row["fpr"]], [row["recall"]], "o", color=color, label=label)
+            axes.set(xlabel="false-positive rate (accounts)", ylabel="recall (accounts)", xlim=(0, 1), ylim=(0, 1.02))
+            axes.set_title(f"{scenario}: ROC")
+            axes.legend(loc="lower right")
+            figure.savefig(path := out / f"roc-{stem}.png", dpi=100)
+            written.append(path)
+    return written
