@@ -33,6 +33,7 @@ events_app = typer.Typer(help="The request event log.", no_args_is_help=True)
 admin_app = typer.Typer(help="The admin API and its tokens.", no_args_is_help=True)
 tokens_app = typer.Typer(help="Admin tokens: create, list, revoke.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit log of admin changes.", no_args_is_help=True)
+db_app = typer.Typer(help="The registry database's schema (Alembic migrations).", no_args_is_help=True)
 app.add_typer(orgs_app, name="orgs")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(keys_app, name="keys")
@@ -43,6 +44,7 @@ admin_app.add_typer(tokens_app, name="token")
 app.add_typer(watermark_app, name="watermark")
 app.add_typer(intel_cli.app, name="intel")
 app.add_typer(audit_app, name="audit")
+app.add_typer(db_app, name="db")
 
 ConfigOption = Annotated[
     Path | None,
@@ -65,10 +67,11 @@ def _settings() -> config_module.Settings:
 
 def _registry():  # type: ignore[no-untyped-def]
     from hydraguard.gateway.build import open_registry
+    from hydraguard.store.migrate import SchemaError
 
     try:
         return open_registry(_settings())
-    except config_module.ConfigError as exc:
+    except (config_module.ConfigError, SchemaError) as exc:
         _fail(str(exc))
 
 
@@ -82,10 +85,11 @@ def _admin(operation: Callable[[Any], T]) -> T:
     from hydraguard.admin.audit import AuditError
     from hydraguard.admin.services import AdminError
     from hydraguard.decide.store import DecisionStoreUnavailable
+    from hydraguard.store.migrate import SchemaError
 
     try:
         services = open_services(_settings())
-    except config_module.ConfigError as exc:
+    except (config_module.ConfigError, SchemaError) as exc:
         _fail(str(exc))
     try:
         return operation(services)
@@ -146,11 +150,12 @@ def _run_gateway(settings: config_module.Settings) -> None:
 
     from hydraguard import logs
     from hydraguard.gateway.build import build_gateway
+    from hydraguard.store.migrate import SchemaError
 
     logs.configure(settings.logging.level, settings.logging.json_format)
     try:
         gateway = build_gateway(settings)
-    except config_module.ConfigError as exc:
+    except (config_module.ConfigError, SchemaError) as exc:
         _fail(str(exc))
     uvicorn.run(
         gateway,
@@ -285,8 +290,8 @@ def evaluate(
     detector: Annotated[
         list[str] | None,
         typer.Option(
-            help="A built-in detector (hydraguard, hydraguard-no-<family>, rate-limits, none) or module:factory; "
-            "repeatable."
+            help="A built-in detector (hydraguard, hydraguard-no-<family>, rate-limits, prada, mmd, none) or "
+            "module:factory; repeatable. prada and mmd read their calibration from $HYDRAGUARD_BASELINE_CALIBRATION."
         ),
     ] = None,
 ) -> None:
@@ -298,7 +303,10 @@ def evaluate(
 
     def make(name: str) -> Any:
         if name in detectors.BUILTIN:
-            return detectors.BUILTIN[name]()
+            try:
+                return detectors.BUILTIN[name]()
+            except (RuntimeError, OSError, ValueError) as exc:  # e.g. a baseline without its calibration
+                _fail(f"detector {name}: {exc}")
         if ":" not in name:
             _fail(f"no detector {name!r} (built-in: {', '.join(detectors.BUILTIN)}; or module:factory)")
         module, _, attr = name.partition(":")
@@ -307,14 +315,19 @@ def evaluate(
     for run in runs:
         if not (run / "truth.parquet").is_file():
             _fail(f"{run} is not a simulation output (no truth.parquet)")
-    rows = [evaluation.evaluate_run(make(name), run) for name in detector or ["rate-limits"] for run in runs]
+    try:
+        rows = [evaluation.evaluate_run(make(name), run) for name in detector or ["rate-limits"] for run in runs]
+    except ValueError as exc:  # e.g. a detector that needs prompt text on a run simulated without it
+        _fail(str(exc))
     out.mkdir(parents=True, exist_ok=True)
     table = evaluation.markdown(rows)
     (out / "evaluation.md").write_text(table)
     (out / "evaluation.json").write_text(json.dumps(rows, indent=2) + "\n")
+    plots = evaluation.plots(rows, out)
     typer.echo(table, nl=False)
     corpora = sorted({f"{k}: {v}" for r in rows for k, v in r["corpora"].items()})
-    typer.echo(f"corpora: {'; '.join(corpora)}\n-> {out / 'evaluation.md'}, {out / 'evaluation.json'}")
+    written = ", ".join(str(p) for p in [out / "evaluation.md", out / "evaluation.json", *plots])
+    typer.echo(f"corpora: {'; '.join(corpora)}\n-> {written}")
 
 
 @app.command()
@@ -373,6 +386,101 @@ def detect(
     typer.echo(
         f"{step.events} events, {step.detections} detections, {step.campaigns} campaigns, {step.decisions} decisions"
     )
+
+
+@app.command()
+def replay(
+    scenario: Annotated[str, typer.Argument(help="A shipped scenario's name (e.g. seed-hydra-small) or a YAML file.")],
+    gateway: Annotated[str, typer.Option(help="The live gateway's base URL, e.g. http://127.0.0.1:8080.")],
+    hours: Annotated[float, typer.Option(min=0.01, help="Replay the scenario's first HOURS hours.")] = 6.0,
+    speedup: Annotated[float, typer.Option(min=1, help="Scenario seconds per wall-clock second.")] = 240.0,
+    max_requests: Annotated[int | None, typer.Option(min=1, help="At most this many requests.")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, max=1024, help="Requests in flight at most.")] = 64,
+) -> None:
+    """Drive a live gateway with a scenario's traffic, time-compressed: its accounts are created in the configured
+    registry with real keys, and its requests sent with their real prompts, user agents and (as X-Forwarded-For,
+    believed from `server.trusted_proxies`) IP addresses."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from hydraguard.sim import replay as replaying
+    from hydraguard.sim import scenario as scenarios
+
+    try:
+        loaded = scenarios.load(scenario)[0]
+        window = replaying.plan(loaded, hours, max_requests)
+    except (scenarios.ScenarioError, ValueError) as exc:
+        _fail(str(exc))
+    registry = _registry()
+    wall_start = time.time() + 1.0
+    try:
+        seeded = replaying.seed_registry(registry, window, wall_start=wall_start, speedup=speedup)
+    finally:
+        registry.close()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task(f"{loaded.name}: requests", total=len(window))
+        outcome = asyncio.run(
+            replaying.send(
+                window,
+                seeded,
+                gateway,
+                wall_start=max(wall_start, time.time()),
+                speedup=speedup,
+                concurrency=concurrency,
+                progress=lambda done, _: bar.update(task, completed=done),
+            )
+        )
+    for role in (replaying.LEGIT, replaying.CAMPAIGN):
+        statuses = ", ".join(f"{status}: {n:,}" for status, n in sorted(outcome.statuses[role].items()))
+        typer.echo(f"{role}: {statuses or 'none'}")
+    typer.echo(f"{outcome.sent:,} sent, {outcome.transport_errors} transport errors, {outcome.max_lag_s:.1f} s behind")
+    if outcome.transport_errors:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    hours: Annotated[float, typer.Option(min=0.5, max=24 * 44, help="Scenario hours to replay.")] = 8.0,
+    speedup: Annotated[float, typer.Option(min=1, help="Scenario seconds per wall-clock second.")] = 320.0,
+    stay: Annotated[bool, typer.Option(help="Keep the console running after the summary, until Enter.")] = False,
+) -> None:
+    """Watch a hydra campaign get caught: gateway, mock model, detection and console in a temporary directory,
+    with the first hours of seed-hydra-small replayed through them (docs/console.md)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from hydraguard.console import demo as demos
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns) as bar:
+        task = bar.add_task("replay", total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        def wait() -> None:
+            bar.stop()
+            typer.prompt("the console stays up; press Enter to stop and clean up", default="", show_default=False)
+
+        summary = demos.run(
+            hours=hours, speedup=speedup, say=bar.console.print, progress=advance, stay=wait if stay else None
+        )
+    containment = (
+        f"{summary.time_to_containment_s / 60:.0f} scenario minutes after its first request"
+        if summary.time_to_containment_s is not None
+        else "not contained in the window"
+    )
+    typer.echo(
+        f"\ncampaign found: {'yes, ' + str(summary.campaign_id) if summary.campaign_found else 'no'}\n"
+        f"accounts: {summary.accounts_found} of its {summary.members} members are campaign accounts "
+        f"({summary.campaign_accounts} campaign accounts sent requests)\n"
+        f"time to containment: {containment}\n"
+        f"tokens served before containment: {summary.tokens_before_containment:,} "
+        f"(campaign requests: {summary.campaign_requests:,})\n"
+        f"legitimate requests refused: {summary.legit_refused:,} of {summary.legit_requests:,}\n"
+        f"replay: {summary.transport_errors} transport errors, at most {summary.max_lag_s:.1f} s behind schedule"
+    )
+    if not summary.ok:
+        raise typer.Exit(1)
 
 
 # -- orgs and accounts -----------------------------------------------------------------------------------
@@ -584,6 +692,40 @@ def audit_tail(lines: Annotated[int, typer.Option("-n", min=1, help="How many of
     """Print the latest audit entries as JSON lines."""
     for entry in _admin(lambda s: s.audit_tail(lines)):
         _print(entry)
+
+
+# -- the registry database's schema ------------------------------------------------------------------------------
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Migrate the registry database to the schema this version of hydraguard needs."""
+    from hydraguard.store import migrate
+
+    before = _schema(migrate.upgrade)
+    _print({"from": before.current, "to": before.head})
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the registry database's schema revision and the one this version needs; exit 1 if it is behind."""
+    from hydraguard.store import migrate
+
+    found = _schema(migrate.state_of)
+    _print({"current": found.current, "head": found.head, "up_to_date": found.up_to_date})
+    if not found.up_to_date:
+        raise typer.Exit(1)
+
+
+def _schema(operation: Callable[[str], T]) -> T:
+    import sqlalchemy as sa
+
+    from hydraguard.store.migrate import SchemaError
+
+    try:
+        return operation(_settings().registry.url)
+    except SchemaError as exc:
+        _fail(str(exc))
+    except sa.exc.SQLAlchemyError as exc:  # the driver's own message: it names the server, never the password
+        _fail(f"cannot use the registry database: {getattr(exc, 'orig', None) or exc}")
 
 
 # -- events ----------------------------------------------------------------------------------------------------

@@ -114,6 +114,7 @@ class ServerConfig(_Section):
 
 class RegistryConfig(_Section):
     url: str = "sqlite:///hydraguard-data/registry.db"
+    auto_upgrade: bool = True  # false: refuse to start while the schema is behind; run `hydraguard db upgrade`
 
 
 class BackendConfig(_Section):
@@ -201,6 +202,148 @@ class AdminConfig(_Section):
     port: int = Field(default=8081, ge=0, le=65535)
 
 
+IndicatorKindName = Literal[
+    "ip", "asn", "email_domain", "payment_fingerprint", "user_agent", "key_fingerprint", "template_signature"
+]
+
+
+class TaxiiFeed(_Section):
+    """A TAXII 2.1 collection polled for indicators (`hydraguard intel poll --follow`)."""
+
+    api_root: str
+    collection: str
+    user: str = ""
+    password_env: str = ""  # the environment variable that holds the password (never the file)
+    interval: float = Field(default=3_600.0, ge=60)  # seconds between polls
+
+
+class IntelConfig(_Section):
+    asn_table: str = ""  # CSV of `cidr,asn` rows; ASN indicators match only with one
+    refresh_interval: float = Field(default=5.0, gt=0)  # seconds between checks for a changed indicator set
+    max_feed_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    max_feed_indicators: int = Field(default=1_000_000, gt=0)
+    # a match only records `intel_matches` unless its kind is listed here and its confidence reaches the minimum
+    block_on_match: list[IndicatorKindName] = []
+    block_min_confidence: int = Field(default=0, ge=0, le=100)
+    feeds: list[TaxiiFeed] = []
+    # the TAXII collection of campaigns the admin API serves: confirmed ones, and with `export_open` open ones
+    # scoring at least `export_open_min_score`
+    export_open: bool = False
+    export_open_min_score: float = Field(default=0.8, ge=0)
+    producer: str = Field(default="hydraguard", min_length=1)  # the Identity named in exported bundles
+
+
+class Webhook(_Section):
+    url: str = Field(pattern=r"^https?://")
+    kind: Literal["json", "slack"] = "json"
+
+
+class AlertsConfig(_Section):
+    webhooks: list[Webhook] = []
+    secret_env: str = "HYDRAGUARD_ALERT_SECRET"  # the environment variable holding the HMAC signing key
+    min_score: float = Field(default=0.0, ge=0)  # campaigns scoring less raise no alert
+    update_interval: float = Field(default=900.0, ge=0)  # seconds between two alerts about one campaign
+    max_per_hour: int = Field(default=30, gt=0)  # alerts per webhook per hour, all campaigns together
+    attempts: int = Field(default=5, ge=1, le=20)  # deliveries tried, with exponential backoff between them
+    backoff: float = Field(default=1.0, gt=0)  # seconds before the first retry; doubled each time
+    timeout: float = Field(default=10.0, gt=0)
+
+
+VerificationLevel = Literal["email", "phone", "payment_method", "identity", "organization"]
+AccountType = Literal["individual", "startup", "education", "research", "enterprise"]
+
+
+class AccountTypeRule(_Section):
+    required: list[VerificationLevel] = []  # below these, the account stays on verification.base_tier
+    before_first_use: bool = False  # a new account is challenged until it holds `required`
+
+
+def _default_account_types() -> dict[AccountType, AccountTypeRule]:
+    # the program pathways are where fraudulent accounts came in: verified harder, before first use
+    program = ["email", "phone", "identity", "organization"]
+    return {
+        "individual": AccountTypeRule(required=["email"]),
+        "startup": AccountTypeRule(
+            required=["email", "phone", "payment_method", "organization"], before_first_use=True
+        ),
+        "education": AccountTypeRule(required=program, before_first_use=True),
+        "research": AccountTypeRule(required=program, before_first_use=True),
+        "enterprise": AccountTypeRule(required=["email", "payment_method", "organization"]),
+    }
+
+
+class TierRule(_Section):
+    """An account gets the first rule's tier whose every condition holds."""
+
+    tier: str
+    account_types: list[AccountType] = []  # empty: any type
+    levels: list[VerificationLevel] = []
+    min_age_days: float = Field(default=0.0, ge=0)
+    min_payments: int = Field(default=0, ge=0)  # succeeded payments
+    max_failed_payments: int | None = Field(default=None, ge=0)
+    max_chargebacks: int = Field(default=0, ge=0)
+    max_decisions: int = Field(default=0, ge=0)  # standing: decisions in force against the account or its groups
+
+
+def _default_tier_rules() -> list[TierRule]:
+    return [
+        TierRule(
+            tier="enterprise",
+            account_types=["enterprise"],
+            levels=["email", "payment_method", "organization"],
+            min_payments=1,
+        ),
+        TierRule(tier="standard", levels=["email", "payment_method"], min_age_days=7, min_payments=1),
+    ]
+
+
+class RiskWeights(_Section):
+    disposable_email: int = Field(default=40, ge=0)
+    email_burst: int = Field(default=30, ge=0)
+    ip_velocity: int = Field(default=25, ge=0)
+    subnet_velocity: int = Field(default=15, ge=0)
+    device_velocity: int = Field(default=30, ge=0)
+    payment_velocity: int = Field(default=30, ge=0)
+    payment_shared: int = Field(default=40, ge=0)
+    threat_intel: int = Field(default=60, ge=0)
+    unsupported_region: int = Field(default=100, ge=0)
+
+
+class RiskConfig(_Section):
+    window_hours: float = Field(default=24.0, gt=0)
+    # a signal fires at the n-th signup (this one included) sharing the value within the window
+    ip_signups: int = Field(default=3, ge=2)
+    subnet_signups: int = Field(default=5, ge=2)
+    device_signups: int = Field(default=2, ge=2)
+    payment_signups: int = Field(default=2, ge=2)
+    email_burst_signups: int = Field(default=3, ge=2)
+    review_score: int = Field(default=30, ge=1)  # from here: verification.review_tier until step-up
+    challenge_score: int = Field(default=60, ge=1)  # from here: step-up verification before first use
+    weights: RiskWeights = RiskWeights()
+
+
+class VerificationConfig(_Section):
+    # the environment variable holding the HMAC-SHA256 key shared with the provider for its webhooks (never the
+    # file); webhooks are refused while it is unset
+    webhook_secret_env: str = "HYDRAGUARD_WEBHOOK_SECRET"
+    webhook_tolerance: float = Field(default=300.0, gt=0)  # seconds a signed timestamp stays acceptable
+    unsupported_regions: list[str] = []  # ISO 3166 codes ("XX" also covers "XX-YY")
+    base_tier: str = "free"  # accounts below their type's levels or every tier rule
+    review_tier: str = "free"  # the ceiling for risky signups until they hold step_up_levels
+    step_up_levels: list[VerificationLevel] = ["identity"]  # what a risk or detection challenge asks for
+    account_types: dict[AccountType, AccountTypeRule] = Field(default_factory=_default_account_types)
+    tier_rules: list[TierRule] = Field(default_factory=_default_tier_rules)
+    risk: RiskConfig = RiskConfig()
+
+    @field_validator("unsupported_regions")
+    @classmethod
+    def _region_codes(cls, codes: list[str]) -> list[str]:
+        for code in codes:
+            if not code.isascii() or not code.replace("-", "").isalnum() or not 2 <= len(code) <= 6:
+                raise ValueError(f"region {code!r} is not an ISO 3166 code")
+        return [code.upper() for code in codes]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HYDRAGUARD_", env_nested_delimiter="__", extra="forbid")
     toml_path: ClassVar[str] = DEFAULT_PATH
@@ -215,6 +358,9 @@ class Settings(BaseSettings):
     degrade: DegradeConfig = DegradeConfig()
     logging: LoggingConfig = LoggingConfig()
     admin: AdminConfig = AdminConfig()
+    verification: VerificationConfig = VerificationConfig()
+    intel: IntelConfig = IntelConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
     @classmethod
     def settings_customise_sources(

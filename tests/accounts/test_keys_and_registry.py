@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from hydraguard.accounts import keys
 from hydraguard.accounts.models import AccountStatus
@@ -86,9 +87,17 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "reg" / "registry.db"
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def registry_url(request: pytest.FixtureRequest, db_path: Path) -> str:
+    """The registry's database on each backend: a SQLite file, a PostgreSQL database of the test's own."""
+    if request.param == "sqlite":
+        return f"sqlite:///{db_path}"
+    return request.getfixturevalue("postgres_url")
+
+
 @pytest.fixture
-def registry(db_path: Path):
-    reg = Registry(f"sqlite:///{db_path}", SECRET)
+def registry(registry_url: str):
+    reg = Registry(registry_url, SECRET)
     yield reg
     reg.close()
 
@@ -99,16 +108,25 @@ def account(registry: Registry):
     return registry.create_account(org.id, tier="standard")
 
 
-def _db_bytes(db_path: Path) -> bytes:
-    files = [p for p in db_path.parent.iterdir() if p.name.startswith(db_path.name)]
-    assert db_path in files
-    return b"".join(p.read_bytes() for p in files)
+def _stored(registry: Registry) -> bytes:
+    """What the database holds: a SQLite database's files (the database and its WAL); on another backend, every
+    row of every table."""
+    url = registry.engine.url
+    if url.get_backend_name() == "sqlite":
+        db_path = Path(url.database)
+        files = [p for p in db_path.parent.iterdir() if p.name.startswith(db_path.name)]
+        assert db_path in files
+        return b"".join(p.read_bytes() for p in files)
+    with registry.engine.connect() as conn:
+        tables = sa.inspect(conn).get_table_names()
+        assert "api_keys" in tables
+        return b"".join(repr(row).encode() for t in tables for row in conn.exec_driver_sql(f'SELECT * FROM "{t}"'))
 
 
-def test_plaintext_key_is_never_stored_but_its_hmac_is(registry, account, db_path):
+def test_plaintext_key_is_never_stored_but_its_hmac_is(registry, account):
     issued = [registry.issue_key(account.id) for _ in range(3)]
     rotated = registry.rotate_key(issued[0][0].id, grace=60)
-    stored = _db_bytes(db_path)  # the database and its WAL
+    stored = _stored(registry)
     for record, plaintext in [*issued, rotated]:
         assert plaintext.encode() not in stored
         assert plaintext[3:-4].encode() not in stored  # nor the random body beyond the hint
@@ -193,9 +211,9 @@ def test_authenticate_rejects_unknown_and_malformed(registry, account):
     assert registry.authenticate("hg_" + "é" * 38) is None
 
 
-def test_key_from_another_secret_does_not_authenticate(db_path, registry, account):
+def test_key_from_another_secret_does_not_authenticate(registry_url, registry, account):
     _, key = registry.issue_key(account.id)
-    other = Registry(f"sqlite:///{db_path}", b"another-secret")
+    other = Registry(registry_url, b"another-secret")
     try:
         assert other.authenticate(key) is None
     finally:
@@ -203,12 +221,12 @@ def test_key_from_another_secret_does_not_authenticate(db_path, registry, accoun
 
 
 @pytest.mark.parametrize("interval", [0.0, 0.1])
-def test_revocation_by_another_instance_is_seen_within_the_check_interval(db_path, account, interval):
-    registry = Registry(f"sqlite:///{db_path}", SECRET, change_check_interval=interval)
+def test_revocation_by_another_instance_is_seen_within_the_check_interval(registry_url, account, interval):
+    registry = Registry(registry_url, SECRET, change_check_interval=interval)
     record, key = registry.issue_key(account.id)
     assert registry.authenticate(key) is not None  # now cached in `registry`
     assert registry.authenticate(key) is not None
-    admin = Registry(f"sqlite:///{db_path}", SECRET)  # e.g. the CLI, another process
+    admin = Registry(registry_url, SECRET)  # e.g. the CLI, another process
     try:
         admin.revoke_key(record.id)
     finally:
@@ -218,10 +236,10 @@ def test_revocation_by_another_instance_is_seen_within_the_check_interval(db_pat
     registry.close()
 
 
-def test_changes_by_another_instance_invalidate_the_cache(db_path, registry, account):
+def test_changes_by_another_instance_invalidate_the_cache(registry_url, registry, account):
     _, key = registry.issue_key(account.id)
     assert registry.authenticate(key).account.status is AccountStatus.ACTIVE
-    admin = Registry(f"sqlite:///{db_path}", SECRET)
+    admin = Registry(registry_url, SECRET)
     try:
         admin.update_account(account.id, status=AccountStatus.BANNED, tier="enterprise")
         # a key issued elsewhere after this instance cached a miss for it
@@ -237,7 +255,7 @@ def test_changes_by_another_instance_invalidate_the_cache(db_path, registry, acc
     assert registry.authenticate(issued_elsewhere) is not None
 
 
-def test_accounts_carry_org_tier_status_and_signup_metadata(registry, db_path):
+def test_accounts_carry_org_tier_status_and_signup_metadata(registry):
     org = registry.create_org("Initech", "enterprise")
     assert registry.get_org(org.id) == org
     assert [o.id for o in registry.list_orgs()] == [org.id]
@@ -258,7 +276,7 @@ def test_accounts_carry_org_tier_status_and_signup_metadata(registry, db_path):
     assert account.payment_fingerprint == keys.keyed_fingerprint(SECRET, "payment", "pm_card_visa_4242")
     assert "pm_card_visa_4242" not in account.payment_fingerprint
     assert registry.get_account(account.id) == account
-    assert b"pm_card_visa_4242" not in _db_bytes(db_path)
+    assert b"pm_card_visa_4242" not in _stored(registry)
 
     # the same payment method links accounts; another one does not
     same = registry.create_account(org.id, payment_method="pm_card_visa_4242", signup_ip="10.0.0.1")
@@ -338,10 +356,10 @@ def test_bad_signup_ip_is_a_registry_error(registry, bad_ip):
     assert registry.list_accounts(org.id) == []
 
 
-def test_registry_reopens_existing_database(db_path, registry, account):
+def test_registry_reopens_existing_database(registry_url, registry, account):
     record, key = registry.issue_key(account.id)
     registry.close()
-    reopened = Registry(f"sqlite:///{db_path}", SECRET)
+    reopened = Registry(registry_url, SECRET)
     try:
         principal = reopened.authenticate(key)
         assert principal is not None and principal.key == record

@@ -35,7 +35,7 @@ def expected_role(method: str, path: str) -> Role:
         return Role.ADMIN
     if method == "GET":
         return Role.VIEWER
-    if path.startswith(("/v1/decisions", "/v1/groups")):
+    if path.startswith(("/v1/decisions", "/v1/groups", "/v1/intel", "/v1/campaigns")):
         return Role.ANALYST
     return Role.ADMIN
 
@@ -59,11 +59,32 @@ def test_the_spec_lists_every_resource() -> None:
         "/v1/groups",
         "/v1/audit",
         "/v1/tokens",
+        "/v1/intel",
+        "/v1/campaigns",
+        "/v1/rules",
+        "/v1/signups",
+        "/v1/webhooks",
     }
-    assert len(OPERATIONS) == 21
+    assert len(OPERATIONS) == 46  # campaigns 10, rules 1, verification and signup 5, webhooks 3
 
 
-@pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
+WEBHOOKS = [(m, p) for m, p in OPERATIONS if p.startswith("/v1/webhooks/")]
+TOKEN_OPERATIONS = [(m, p) for m, p in OPERATIONS if (m, p) not in WEBHOOKS]
+
+
+@pytest.mark.parametrize(("method", "path"), WEBHOOKS, ids=[f"{m} {p}" for m, p in WEBHOOKS])
+def test_webhooks_take_a_signature_and_no_token(
+    client: TestClient, services: AdminServices, role_tokens: dict[Role, str], method: str, path: str
+) -> None:
+    entries = len(services.audit_page())
+    for headers in ({}, *(_auth(token) for token in role_tokens.values())):
+        response = client.request(method, path, headers=headers, json={})
+        assert response.status_code == 401, (headers, response.text)
+        assert "X-Hydraguard-Signature" in response.json()["detail"]
+    assert len(services.audit_page()) == entries
+
+
+@pytest.mark.parametrize(("method", "path"), TOKEN_OPERATIONS, ids=[f"{m} {p}" for m, p in TOKEN_OPERATIONS])
 def test_every_route_needs_a_token_of_its_role(
     client: TestClient, services: AdminServices, role_tokens: dict[Role, str], method: str, path: str
 ) -> None:

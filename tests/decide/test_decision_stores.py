@@ -51,8 +51,9 @@ async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
     async def make(refresh_interval: float = REFRESH) -> Any:
         if kind == "memory":
             store: Any = MemoryDecisionStore()
-        elif kind == "sql":
-            engine = sa.create_engine(f"sqlite:///{tmp_path}/decisions.db")
+        elif kind in ("sql", "sql-postgresql"):
+            url = f"sqlite:///{tmp_path}/decisions.db" if kind == "sql" else request.getfixturevalue("postgres_url")
+            engine = sa.create_engine(url)
             engines.append(engine)
             store = SqlDecisionStore(engine, refresh_interval=refresh_interval)
         else:
@@ -73,8 +74,8 @@ async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
         engine.dispose()
 
 
-every_store = pytest.mark.parametrize("open_store", ["memory", "sql", "redis"], indirect=True)
-shared_stores = pytest.mark.parametrize("open_store", ["sql", "redis"], indirect=True)
+every_store = pytest.mark.parametrize("open_store", ["memory", "sql", "sql-postgresql", "redis"], indirect=True)
+shared_stores = pytest.mark.parametrize("open_store", ["sql", "sql-postgresql", "redis"], indirect=True)
 
 
 @pytest.fixture

@@ -103,3 +103,15 @@ def test_list_filters_by_status_and_orders_by_score_then_size(store: CampaignSto
     store.set_status("big", CampaignStatus.CONFIRMED, "analyst:ana")
     assert [c.id for c in store.list(CampaignStatus.OPEN)] == ["small"]
     assert not store.get("small").enforcing
+
+
+def test_a_dismissal_made_elsewhere_reaches_a_running_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hydraguard.detect import campaigns as campaigns_module
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    worker_side, admin_side = CampaignStore(engine), CampaignStore(engine)
+    worker_side.record([detection(100.0, ("a1", "a2"))])
+    assert not worker_side.dismissed("cl_1")
+    admin_side.set_status("cl_1", CampaignStatus.DISMISSED, "analyst:ana")
+    monkeypatch.setattr(campaigns_module, "DISMISSED_REFRESH", 0.0)
+    assert worker_side.dismissed("cl_1")

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from hydraguard.accounts import keys
 from hydraguard.accounts.models import Account, AccountStatus, ApiKey, Org, Principal
 from hydraguard.limits.policy import LimitSet
+from hydraguard.store.migrate import ensure_schema
 
 metadata = sa.MetaData()
 
@@ -68,14 +69,20 @@ def _new_id(kind: str) -> str:
 
 class Registry:
     def __init__(
-        self, url: str, secret: bytes, *, cache_size: int = 100_000, change_check_interval: float = 0.1
+        self,
+        url: str,
+        secret: bytes,
+        *,
+        cache_size: int = 100_000,
+        change_check_interval: float = 0.1,
+        upgrade_schema: bool = True,
     ) -> None:
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.engine = sa.create_engine(url)
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self.engine)
+        ensure_schema(self.engine, upgrade=upgrade_schema)
         self._secret = secret
         self._cache: dict[str, Principal | None] = {}
         self._digests: dict[str, str] = {}

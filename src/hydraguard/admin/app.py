@@ -13,13 +13,40 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from hydraguard.admin.audit import AuditError
-from hydraguard.admin.routes import accounts, audit, decisions, keys, orgs, tokens
+from hydraguard.admin.routes import (
+    accounts,
+    audit,
+    campaigns,
+    decisions,
+    intel,
+    keys,
+    orgs,
+    rules,
+    tokens,
+    verification,
+    webhooks,
+)
 from hydraguard.admin.services import AdminError, AdminServices, Conflict, Invalid, NotFound
+from hydraguard.admin.signatures import Replayed
 from hydraguard.config import Settings
+from hydraguard.console import routes as console
 from hydraguard.decide.store import DecisionStoreUnavailable
 
-ROUTERS = (orgs.router, accounts.router, keys.router, decisions.router, audit.router, tokens.router)
-_STATUS = {NotFound: 404, Conflict: 409, Invalid: 422}
+ROUTERS = (
+    orgs.router,
+    accounts.router,
+    keys.router,
+    decisions.router,
+    audit.router,
+    tokens.router,
+    verification.router,
+    webhooks.router,
+    intel.router,
+    campaigns.router,
+    rules.router,
+    console.router,
+)
+_STATUS = {NotFound: 404, Conflict: 409, Invalid: 422, Replayed: 409}
 
 
 def create_app(
@@ -34,6 +61,7 @@ def create_app(
     app.state.services = services
     for router in ROUTERS:
         app.include_router(router)
+    app.mount("/taxii2", intel.taxii_server)  # TAXII 2.1 (discovery at /taxii2/), for viewers and above
 
     @app.exception_handler(AdminError)
     async def refused(_: Request, exc: AdminError) -> JSONResponse:
@@ -53,9 +81,15 @@ def open_services(settings: Settings) -> AdminServices:
     from hydraguard.gateway.build import build_decision_store, open_registry
 
     registry = open_registry(settings)
-    return AdminServices(
-        registry, build_decision_store(settings, registry), secret=settings.secret_bytes(), tiers=settings.tiers
+    services = AdminServices(
+        registry,
+        build_decision_store(settings, registry),
+        secret=settings.secret_bytes(),
+        tiers=settings.tiers,
+        verification=settings.verification,
     )
+    services.intel_settings = settings.intel
+    return services
 
 
 def build_admin_app(settings: Settings) -> FastAPI:
@@ -67,4 +101,6 @@ def build_admin_app(settings: Settings) -> FastAPI:
         await services.decisions.close()
         services.registry.close()
 
-    return create_app(services, lifespan=lifespan)
+    app = create_app(services, lifespan=lifespan)
+    app.state.events_dir = settings.events.dir  # the console's traffic pages read the gateway's event log
+    return app

@@ -7,20 +7,51 @@ commit, and undone if the entry cannot be committed.
 
 from __future__ import annotations
 
+import copy
+import json
+import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from functools import cached_property
 from typing import Any
 
 import sqlalchemy as sa
 
+from hydraguard.accounts import risk
+from hydraguard.accounts import verification as records
 from hydraguard.accounts.models import Account, AccountStatus, ApiKey, Org
 from hydraguard.accounts.registry import Registry, RegistryError
-from hydraguard.admin import audit, joined, tables, tokens
+from hydraguard.accounts.risk import SIGNUP_SOURCE, SignupRecord, SignupRequest
+from hydraguard.accounts.status import VerificationStatus
+from hydraguard.accounts.tiers import DAY, Standing, compute_tier
+from hydraguard.accounts.verification import (
+    DEFAULT_ACCOUNT_TYPE,
+    LEVELS,
+    LevelReport,
+    Outcome,
+    PaymentEvent,
+    PaymentHistory,
+    PaymentOutcome,
+    Source,
+)
+from hydraguard.admin import audit, joined, tokens
 from hydraguard.admin.audit import Actor, AuditEntry, Verification
 from hydraguard.admin.tokens import AdminToken, Role
-from hydraguard.decide.model import Decision
+from hydraguard.config import IntelConfig, VerificationConfig
+from hydraguard.decide import policy
+from hydraguard.decide.model import Decision, DecisionType, ScopeKind
 from hydraguard.decide.store import DecisionStore
+from hydraguard.detect.campaigns import Campaign, CampaignNotFound, CampaignStatus, CampaignStore, TimelineEntry
+from hydraguard.detect.rules import Rule, RuleSet
+from hydraguard.intel.campaign_collection import CampaignCollection
+from hydraguard.intel.export import CampaignReport, campaign_bundle
+from hydraguard.intel.feeds import FeedError, FeedFormat, FeedLimits, parse_feed
+from hydraguard.intel.index import IntelIndex
+from hydraguard.intel.indicators import Indicator, IndicatorError, IndicatorKind, make_indicator, normalize
+from hydraguard.intel.store import IntelStore
 from hydraguard.limits.policy import LimitSet
+from hydraguard.store.migrate import ensure_schema
 
 
 class AdminError(Exception):
@@ -52,13 +83,23 @@ class _Change:
 
 
 class AdminServices:
-    def __init__(self, registry: Registry, decisions: DecisionStore, *, secret: bytes, tiers: Collection[str]) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        decisions: DecisionStore,
+        *,
+        secret: bytes,
+        tiers: Collection[str],
+        verification: VerificationConfig | None = None,
+    ) -> None:
         self.registry = registry
+        self.verification = verification or VerificationConfig()
+        self._intel: tuple[int, IntelIndex] | None = None
         self.decisions = decisions
         self._engine = registry.engine
         self._secret = secret
         self._tiers = frozenset(tiers)
-        tables.metadata.create_all(self._engine)
+        ensure_schema(self._engine)
         audit.ensure_head(self._engine, secret)
 
     # -- the audited transaction ------------------------------------------------------------------------
@@ -293,3 +334,493 @@ class AdminServices:
 
     def verify_audit(self) -> Verification:
         return audit.verify(self._engine, self._secret)
+
+    # -- verification, tiers and signup risk (docs/accounts.md) ---------------------------------------------
+    @cached_property
+    def _intel_store(self) -> IntelStore:
+        return IntelStore(self._engine)
+
+    def _intel_index(self) -> IntelIndex:
+        """The threat-intel matcher, rebuilt only when the indicator set changed."""
+        version = self._intel_store.version()
+        if self._intel is None or self._intel[0] != version:
+            self._intel = (version, self._intel_store.index())
+        return self._intel[1]
+
+    def webhook_secret(self) -> bytes | None:
+        value = os.environ.get(self.verification.webhook_secret_env, "")
+        return value.encode() if value else None
+
+    async def signup(
+        self,
+        actor: Actor,
+        request: SignupRequest,
+        *,
+        org_id: str | None = None,
+        org_name: str | None = None,
+        claim: Callable[[sa.Connection], None] | None = None,
+    ) -> tuple[Account, SignupRecord, Decision | None]:
+        """Create an account (in `org_id`, or in a new org `org_name`) with its signup risk assessed: the score
+        sets its starting tier, and a challenge decision when it must verify before first use. `claim` runs first
+        in the transaction (a webhook's replay guard)."""
+        config = self.verification
+        if (org_id is None) == (org_name is None):
+            raise Invalid("give org_id (an existing org) or org_name (a new org), not both")
+        type_rule = config.account_types.get(request.account_type)  # type: ignore[call-overload]
+        if type_rule is None:
+            raise Invalid(
+                f"unknown account type {request.account_type!r}; the config defines {sorted(config.account_types)}"
+            )
+        self._check_tier(config.base_tier)
+        if org_id is not None:
+            self.get_org(org_id)
+        intel = self._intel_index()
+        async with self._audited_decisions(actor, "account.signup") as (change, store):
+            if claim is not None:
+                claim(change.conn)
+            org_id = org_id or change.registry.create_org(org_name, config.base_tier).id  # type: ignore[arg-type]
+            try:
+                facts = risk.facts_of(self._secret, org_id, request)
+            except risk.SignupError as exc:
+                raise Invalid(str(exc)) from exc
+            now = time.time()
+            assessment = risk.assess(change.conn, facts, config, intel, now)
+            fresh = Standing(age_days=0.0, payments=PaymentHistory(), decisions=0)
+            starting = compute_tier(config, request.account_type, (), fresh, review=assessment.review)
+            self._check_tier(starting.tier)
+            account = change.registry.create_account(
+                org_id,
+                tier=starting.tier,
+                signup_at=now,
+                signup_ip=facts.ip,
+                email_domain=facts.email_domain,
+                payment_method=request.payment_method,
+            )
+            step_up = [level for level in config.step_up_levels if level not in type_rule.required]
+            record = SignupRecord(
+                account_id=account.id,
+                at=now,
+                account_type=request.account_type,
+                region=facts.region,
+                provider_ref=request.provider_ref,
+                score=assessment.score,
+                signals=assessment.signals,
+                review=assessment.review,
+                challenged=assessment.challenged,
+                verification_required=assessment.challenged or type_rule.before_first_use,
+                required_levels=[*type_rule.required, *(step_up if assessment.challenged else [])],
+            )
+            risk.store(change.conn, record, facts)
+            challenge = None
+            if record.verification_required:
+                why = "; ".join(s.detail for s in record.signals) or f"the {request.account_type} pathway"
+                challenge = Decision(
+                    type=DecisionType.CHALLENGE,
+                    scope=ScopeKind.ACCOUNT,
+                    value=account.id,
+                    reason=f"verify {', '.join(record.required_levels)} before first use ({why})",
+                    source=SIGNUP_SOURCE,
+                    created_at=now,
+                )
+                await store.add(challenge)
+                if store is self.decisions:
+                    change.undo = lambda: self.decisions.remove(challenge.id)
+            change.target = account.id
+            change.after = {"account": account, "signup": record, "challenge": challenge}
+        return account, record, challenge
+
+    async def report_verification(
+        self,
+        actor: Actor,
+        account_id: str,
+        level: str,
+        outcome: Outcome,
+        *,
+        source: Source = Source.ADMIN,
+        provider_ref: str | None = None,
+        claim: Callable[[sa.Connection], None] | None = None,
+    ) -> VerificationStatus:
+        """Record the provider's verdict on one level. A success may lift the account's challenges (those whose
+        levels it now holds); either way the tier is recomputed."""
+        if level not in LEVELS:
+            raise Invalid(f"unknown verification level {level!r}; the levels are {', '.join(LEVELS)}")
+        self.get_account(account_id)
+        report = LevelReport(
+            account_id=account_id, level=level, outcome=outcome, source=source, provider_ref=provider_ref
+        )
+        async with self._audited_decisions(actor, "verification.report", account_id) as (change, store):
+            if claim is not None:
+                claim(change.conn)
+            records.record_level(change.conn, report)
+            lifted = await self._lift_challenges(change, store, account_id) if outcome is Outcome.VERIFIED else []
+            before, after = await self._retier(change, store, account_id)
+            change.before = {"tier": before.tier}
+            change.after = {"report": report, "tier": after.tier, "lifted": [d.id for d in lifted]}
+        return await self.verification_status(account_id)
+
+    async def record_payment(
+        self,
+        actor: Actor,
+        account_id: str,
+        outcome: PaymentOutcome,
+        *,
+        source: Source = Source.ADMIN,
+        provider_ref: str | None = None,
+        claim: Callable[[sa.Connection], None] | None = None,
+    ) -> VerificationStatus:
+        """Record a payment's outcome (succeeded, failed, chargeback) and recompute the tier."""
+        self.get_account(account_id)
+        event = PaymentEvent(account_id=account_id, outcome=outcome, source=source, provider_ref=provider_ref)
+        async with self._audited_decisions(actor, "payment.record", account_id) as (change, store):
+            if claim is not None:
+                claim(change.conn)
+            records.record_payment(change.conn, event)
+            before, after = await self._retier(change, store, account_id)
+            change.before = {"tier": before.tier}
+            change.after = {"payment": event, "tier": after.tier}
+        return await self.verification_status(account_id)
+
+    async def recompute_tier(self, actor: Actor, account_id: str) -> VerificationStatus:
+        """Write the computed tier to the account (audited when it changes): age alone can move it."""
+        status = await self.verification_status(account_id)
+        if status.computed.tier != status.tier:
+            async with self._audited_decisions(actor, "account.retier", account_id) as (change, store):
+                before, after = await self._retier(change, store, account_id)
+                change.before, change.after = {"tier": before.tier}, {"tier": after.tier}
+            status = await self.verification_status(account_id)
+        return status
+
+    async def verification_status(self, account_id: str) -> VerificationStatus:
+        account = self.get_account(account_id)
+        with self._engine.connect() as conn:
+            return await self._status(conn, self.decisions, account)
+
+    async def _status(self, conn: sa.Connection, store: DecisionStore, account: Account) -> VerificationStatus:
+        config = self.verification
+        signup = risk.load(conn, account.id)
+        account_type = signup.account_type if signup is not None else DEFAULT_ACCOUNT_TYPE
+        held = records.held_levels(records.reports(conn, account.id))
+        decisions = await store.list()
+        groups = store.groups_of(account.id)
+        against = [
+            d
+            for d in decisions
+            if d.type is not DecisionType.ALLOW
+            and (
+                (d.scope is ScopeKind.ACCOUNT and d.value == account.id)
+                or (d.scope is ScopeKind.GROUP and d.value in groups)
+            )
+        ]
+        payments = records.payment_history(conn, account.id)
+        standing = Standing(age_days=(time.time() - account.signup_at) / DAY, payments=payments, decisions=len(against))
+        computed = compute_tier(config, account_type, held, standing, review=signup is not None and signup.review)
+        return VerificationStatus(
+            account_id=account.id,
+            account_type=account_type,
+            tier=account.tier,
+            computed=computed,
+            levels=list(held.values()),
+            required_levels=list(config.account_types[account_type].required),  # type: ignore[index]
+            payments=payments,
+            standing=standing,
+            challenges=[d for d in against if d.type is DecisionType.CHALLENGE],
+            signup=signup,
+        )
+
+    async def _retier(self, change: _Change, store: DecisionStore, account_id: str) -> tuple[Account, Account]:
+        before = change.registry.get_account(account_id)
+        status = await self._status(change.conn, store, before)
+        self._check_tier(status.computed.tier)
+        after = (
+            before
+            if status.computed.tier == before.tier
+            else change.registry.update_account(account_id, tier=status.computed.tier)
+        )
+        return before, after
+
+    async def _lift_challenges(self, change: _Change, store: DecisionStore, account_id: str) -> list[Decision]:
+        """Remove the account's challenges whose levels it now holds: a signup challenge asks for the levels
+        chosen at signup; any other (detection, an analyst) for the type's levels and the step-up levels."""
+        status = await self._status(change.conn, store, change.registry.get_account(account_id))
+        held = {report.level for report in status.levels}
+        step_up = [*status.required_levels, *self.verification.step_up_levels]
+        lifted = []
+        for challenge in status.challenges:
+            if challenge.scope is not ScopeKind.ACCOUNT:
+                continue  # a group's challenge is the campaign's, lifted with it
+            needed = status.signup.required_levels if challenge.source == SIGNUP_SOURCE and status.signup else step_up
+            if all(level in held for level in needed):
+                await store.remove(challenge.id)
+                lifted.append(challenge)
+        if lifted and store is self.decisions:
+
+            async def undo() -> None:
+                for decision in lifted:
+                    await self.decisions.add(decision)
+
+            change.undo = undo
+        return lifted
+
+    # -- campaigns: detection's findings, worked by analysts ------------------------------------------------
+    @cached_property
+    def campaigns(self) -> CampaignStore:
+        return CampaignStore(self._engine)
+
+    def list_campaigns(self, status: CampaignStatus | None = None) -> list[Campaign]:
+        return self.campaigns.list(status)
+
+    def get_campaign(self, campaign_id: str) -> Campaign:
+        try:
+            return self.campaigns.get(campaign_id)
+        except CampaignNotFound as exc:
+            raise NotFound(f"no campaign {campaign_id!r}") from exc
+
+    def campaign_timeline(self, campaign_id: str) -> list[TimelineEntry]:
+        self.get_campaign(campaign_id)
+        return self.campaigns.timeline(campaign_id)
+
+    def note_campaign(self, actor: Actor, campaign_id: str, text: str) -> None:
+        self.get_campaign(campaign_id)
+        if not text.strip():
+            raise Invalid("a note needs some text")
+        with self._audited(actor, "campaign.note", campaign_id) as change:
+            _campaigns_in(self.campaigns, change.conn).add_note(campaign_id, actor.name, text)
+            change.after = {"note": text}
+
+    async def set_campaign_status(
+        self, actor: Actor, campaign_id: str, status: CampaignStatus, note: str = ""
+    ) -> Campaign:
+        """Confirm, dismiss or reopen. Dismissing also lifts what was enforced on the campaign (detection does not
+        enforce a dismissed subject again)."""
+        before = self.get_campaign(campaign_id)
+        if before.status is status:
+            raise Conflict(f"campaign {campaign_id!r} is already {status}")
+        verb = {CampaignStatus.CONFIRMED: "confirm", CampaignStatus.DISMISSED: "dismiss"}.get(status, "reopen")
+        async with self._audited_decisions(actor, f"campaign.{verb}", campaign_id) as (change, store):
+            lifted = await self._lift(change, store, before) if status is CampaignStatus.DISMISSED else []
+            after = _campaigns_in(self.campaigns, change.conn).set_status(campaign_id, status, actor.name, note)
+            change.before = {"status": str(before.status)}
+            change.after = {"status": str(status), "note": note, "lifted": [d.id for d in lifted]}
+        return after
+
+    async def enforce_campaign(
+        self, actor: Actor, campaign_id: str, kind: DecisionType, *, ttl: float | None = None, reason: str = ""
+    ) -> Decision:
+        """One decision on the whole campaign: its accounts become one group (`decide.policy.group_id`), and the
+        decision applies to the group (to the account, for a one-account campaign). Repeating it renews it."""
+        campaign = self.get_campaign(campaign_id)
+        if kind is DecisionType.ALLOW:
+            raise Invalid("a campaign is blocked, throttled, challenged or degraded; lift it to undo that")
+        if campaign.status is CampaignStatus.DISMISSED:
+            raise Conflict(f"campaign {campaign_id!r} is dismissed; reopen or confirm it first")
+        defaults = policy.PolicySettings()
+        cluster = campaign.level == "cluster"
+        now = time.time()
+        decision = Decision(
+            id=policy.decision_id(f"analyst:{kind}", campaign_id),
+            type=kind,
+            scope=ScopeKind.GROUP if cluster else ScopeKind.ACCOUNT,
+            value=policy.group_id(campaign_id) if cluster else campaign.accounts[0],
+            reason=reason or f"campaign {campaign_id}: {kind} by {actor.name}",
+            source=actor.name,
+            created_at=now,
+            expires_at=now + ttl if ttl else None,
+            limits=defaults.throttle if kind is DecisionType.THROTTLE else None,
+            profile=defaults.degrade_profile if kind is DecisionType.DEGRADE else None,
+        )
+        async with self._audited_decisions(actor, f"campaign.{kind}", campaign_id) as (change, store):
+            members: list[str] = []
+            if cluster:
+                group_before = sorted(await joined.group_members(store, decision.value))
+                members = list(campaign.accounts)
+                await store.set_group(decision.value, members)
+            await store.add(decision)
+            if store is self.decisions:
+
+                async def undo() -> None:
+                    await self.decisions.remove(decision.id)
+                    if cluster:
+                        await self.decisions.set_group(decision.value, group_before)
+
+                change.undo = undo
+            change.after = {"decision": decision, "group_members": len(members)}
+        return decision
+
+    async def lift_campaign(self, actor: Actor, campaign_id: str) -> list[Decision]:
+        """Remove every decision in force on the campaign (detection's and analysts') and dissolve its group."""
+        campaign = self.get_campaign(campaign_id)
+        async with self._audited_decisions(actor, "campaign.lift", campaign_id) as (change, store):
+            lifted = await self._lift(change, store, campaign)
+            change.before = lifted
+        return lifted
+
+    async def _lift(self, change: _Change, store: DecisionStore, campaign: Campaign) -> list[Decision]:
+        group = policy.group_id(campaign.id)
+        subject = {group} if campaign.level == "cluster" else {campaign.id}
+        lifted = [d for d in await store.list() if d.value in subject]
+        members = sorted(await joined.group_members(store, group))
+        for decision in lifted:
+            await store.remove(decision.id)
+        if members:
+            await store.set_group(group, ())
+        if store is self.decisions:
+
+            async def undo() -> None:
+                for decision in lifted:
+                    await self.decisions.add(decision)
+                if members:
+                    await self.decisions.set_group(group, members)
+
+            change.undo = undo
+        return lifted
+
+    def decisions_for(self, decisions: list[Decision], campaign: Campaign) -> list[Decision]:
+        """Which of these decisions act on the campaign: its group, or its accounts."""
+        targets = {policy.group_id(campaign.id), campaign.id, *campaign.accounts}
+        return [d for d in decisions if d.value in targets]
+
+    def export_campaign(self, campaign_id: str, *, producer: str = "hydraguard") -> dict[str, Any]:
+        """The campaign as a STIX 2.1 bundle (`intel.export`): its payment, network and domain indicators and a
+        member count, never who the members are."""
+        campaign = self.get_campaign(campaign_id)
+        indicators = []
+        for evidence, value in campaign.indicators:
+            kind = _INDICATOR_OF_EVIDENCE.get(evidence)
+            try:
+                if kind is not None:
+                    indicators.append((kind, normalize(kind, value)))
+            except IndicatorError:
+                continue  # a value intel cannot carry (e.g. a private network) stays out of the bundle
+        report = CampaignReport(
+            id=campaign.id,
+            name=f"hydraguard {campaign.level} {campaign.id}",
+            first_seen=campaign.first_detected,
+            last_seen=campaign.last_detected,
+            member_count=len(campaign.accounts),
+            indicators=tuple(indicators),
+            rules=campaign.rules,
+            score=campaign.score,
+        )
+        return json.loads(campaign_bundle(report, producer=producer).serialize())
+
+    # -- rules ----------------------------------------------------------------------------------------------
+    def list_rules(self) -> list[tuple[Rule, dict[str, int]]]:
+        """The shipped rule pack, each rule with its campaigns by status (how often it fired, and the verdicts)."""
+        counts = self.campaigns.calibration()
+        empty = {str(s): 0 for s in CampaignStatus}
+        return [(rule, counts.get(rule.id, empty)) for rule in RuleSet.default().rules]
+
+    # -- threat intel -----------------------------------------------------------------------------------------
+    intel_settings: IntelConfig = IntelConfig()  # `open_services` gives the configured ones
+
+    def intel_summary(self) -> dict[str, int]:
+        return {"indicators": self._intel_store.count(), "version": self._intel_store.version()}
+
+    def list_indicators(
+        self, kind: IndicatorKind | None = None, *, after: str = "", limit: int = 100
+    ) -> list[Indicator]:
+        return self._intel_store.page(kind, after=after, limit=limit)
+
+    def get_indicator(self, indicator_id: str) -> Indicator:
+        found = self._intel_store.get(indicator_id)
+        if found is None:
+            raise NotFound(f"no indicator {indicator_id!r}")
+        return found
+
+    def add_indicator(
+        self,
+        actor: Actor,
+        kind: IndicatorKind,
+        value: str,
+        *,
+        confidence: int = 50,
+        expires_at: float | None = None,
+        description: str = "",
+    ) -> Indicator:
+        """One indicator, its source the actor; merged into the known one of the same kind and value."""
+        try:
+            indicator = make_indicator(
+                kind, value, source=actor.name, confidence=confidence, expires_at=expires_at, description=description
+            )
+        except IndicatorError as exc:
+            raise Invalid(str(exc)) from exc
+        with self._audited(actor, "intel.add", indicator.id) as change:
+            store = _intel_in(self._intel_store, change.conn)
+            change.before = store.get(indicator.id)
+            store.apply([indicator])
+            change.after = merged = store.get(indicator.id)
+        assert merged is not None
+        return merged
+
+    def remove_indicator(self, actor: Actor, indicator_id: str) -> Indicator:
+        with self._audited(actor, "intel.remove", indicator_id) as change:
+            store = _intel_in(self._intel_store, change.conn)
+            before = store.get(indicator_id)
+            if before is None:
+                raise NotFound(f"no indicator {indicator_id!r}")
+            store.remove(indicator_id)
+            change.before = before
+        return before
+
+    def import_feed(
+        self,
+        actor: Actor,
+        data: bytes,
+        format: FeedFormat,
+        *,
+        source: str,
+        kind: IndicatorKind | None = None,
+        confidence: int = 50,
+    ) -> dict[str, Any]:
+        """A feed applied all or nothing: Invalid with the parse report if any entry is bad, else its counts."""
+        limits = FeedLimits(
+            max_bytes=self.intel_settings.max_feed_bytes, max_indicators=self.intel_settings.max_feed_indicators
+        )
+        try:
+            feed = parse_feed(data, format, source=source, kind=kind, confidence=confidence, limits=limits)
+        except FeedError as exc:
+            raise Invalid(str(exc)) from exc
+        with self._audited(actor, "intel.import", f"feed:{source}") as change:
+            applied = _intel_in(self._intel_store, change.conn).apply(feed.indicators)
+            change.after = report = {
+                "feed": feed.name,
+                "parsed": len(feed.indicators),
+                "added": applied.added,
+                "updated": applied.updated,
+                "skipped": feed.skipped_total,
+            }
+        return report
+
+    @cached_property
+    def campaign_collection(self) -> CampaignCollection:
+        """The TAXII collection of campaigns (`/taxii2/`), as `[intel]` configures it."""
+        return CampaignCollection(
+            self.campaigns,
+            self._engine,
+            producer=self.intel_settings.producer,
+            open_min_score=self.intel_settings.export_open_min_score if self.intel_settings.export_open else None,
+        )
+
+
+# detection's evidence kinds (detect.linkage.Evidence) as intel indicator kinds; a template's evidence is one
+# MinHash band, not the whole signature intel exchanges, so it is not exported
+_INDICATOR_OF_EVIDENCE = {
+    "payment": IndicatorKind.PAYMENT_FINGERPRINT,
+    "signup_subnet": IndicatorKind.IP,
+    "client_subnet": IndicatorKind.IP,
+    "email_domain": IndicatorKind.EMAIL_DOMAIN,
+}
+
+
+def _campaigns_in(store: CampaignStore, conn: sa.Connection) -> CampaignStore:
+    """The campaign store on the audited transaction's connection (as `joined` does for the registry)."""
+    joined_store = copy.copy(store)
+    joined_store._engine = joined._JoinedEngine(conn)  # type: ignore[assignment]
+    return joined_store
+
+
+def _intel_in(store: IntelStore, conn: sa.Connection) -> IntelStore:
+    """The indicator store on the audited transaction's connection (as `joined` does for the registry)."""
+    joined_store = copy.copy(store)
+    joined_store.engine = joined._JoinedEngine(conn)  # type: ignore[assignment]
+    return joined_store

@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from redis.exceptions import RedisError
 
 from hydraguard.decide.model import Decision, ScopeKind, normalized_scope_value
+from hydraguard.store.migrate import ensure_schema
 
 log = logging.getLogger(__name__)
 
@@ -365,7 +366,7 @@ class SqlDecisionStore(_MirroredStore):
     def __init__(self, engine: sa.Engine, *, refresh_interval: float = 0.25) -> None:
         super().__init__(refresh_interval=refresh_interval)
         self._engine = engine
-        _sql_metadata.create_all(engine)
+        ensure_schema(engine)
         with engine.begin() as conn:
             if conn.execute(sa.select(_version_table.c.version)).first() is None:
                 conn.execute(_version_table.insert().values(id=1, version=0))

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from hydraguard.detect.engine import Detection
+from hydraguard.store.migrate import ensure_schema
 
+DISMISSED_REFRESH = 5.0  # seconds
 metadata = sa.MetaData()
 campaigns = sa.Table(
     "campaigns",
@@ -108,10 +110,16 @@ class TimelineEntry:
 class CampaignStore:
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
-        metadata.create_all(engine)
-        with engine.connect() as conn:
+        ensure_schema(engine)
+        self._dismissed: set[str] = set()
+        self._dismissed_read = -math.inf
+        self._reload_dismissed()
+
+    def _reload_dismissed(self) -> None:
+        with self._engine.connect() as conn:
             rows = conn.execute(sa.select(campaigns.c.id).where(campaigns.c.status == CampaignStatus.DISMISSED))
             self._dismissed = {r.id for r in rows}
+        self._dismissed_read = time.monotonic()
 
     # -- detection side ------------------------------------------------------------------------------
     def record(self, detections: Iterable[Detection], actor: str = "detect") -> list[str]:
@@ -192,6 +200,10 @@ class CampaignStore:
             conn.execute(campaign_timeline.insert(), timeline)
 
     def dismissed(self, subject: str) -> bool:
+        """Whether analysts dismissed the subject's campaign; re-read every `DISMISSED_REFRESH` seconds, so a
+        dismissal made through the admin API reaches a running detection worker."""
+        if time.monotonic() - self._dismissed_read > DISMISSED_REFRESH:
+            self._reload_dismissed()
         return subject in self._dismissed
 
     # -- analyst side --------------------------------------------------------------------------------

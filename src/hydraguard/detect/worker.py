@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +77,7 @@ class DetectionWorker:
         policy: Policy,
         decisions: DecisionStore,
         accounts: Callable[[], Iterable[Account]],
+        on_campaigns: Callable[[list[str]], Awaitable[object]] | None = None,
     ) -> None:
         self.engine = engine
         self.follower = follower
@@ -84,6 +85,7 @@ class DetectionWorker:
         self.policy = policy
         self.decisions = decisions
         self._accounts = accounts
+        self.on_campaigns = on_campaigns  # given the campaigns each step touched (alert webhooks)
         self._known: set[str] = set()
 
     def _load_new_accounts(self) -> None:
@@ -100,6 +102,8 @@ class DetectionWorker:
         detections += self.engine.advance(now)
         touched = self.campaigns.record(detections)
         written = await self.policy.enforce(self.decisions, detections, now)
+        if self.on_campaigns is not None:
+            await self.on_campaigns(touched)
         if detections:
             log.info(
                 "detection step: %d events, %d detections, %d campaigns, %d decisions",
@@ -131,6 +135,7 @@ def follow(
     """Run the worker on the configured event log, registry and decision store: one pass over what the log holds
     (`once`), or following it until interrupted. Returns the (last) step's counts."""
     from hydraguard.gateway.build import build_decision_store, open_registry
+    from hydraguard.intel.alerts import alerter_from_settings
 
     registry = open_registry(settings)
     decisions = build_decision_store(settings, registry)
@@ -142,6 +147,7 @@ def follow(
         Policy(dismissed=campaigns.dismissed),
         decisions,
         registry.list_accounts,
+        on_campaigns=alerter_from_settings(settings.alerts, campaigns, registry.engine),
     )
 
     async def main() -> Step:

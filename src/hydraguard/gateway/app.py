@@ -37,6 +37,7 @@ from hydraguard.gateway.errors import error_response, retry_after_header
 from hydraguard.gateway.metrics import GatewayMetrics
 from hydraguard.gateway.ratelimit_headers import format_duration, ratelimit_headers
 from hydraguard.gateway.relay import Accounting, RelayResponse, relay_sse
+from hydraguard.intel.live import LiveIntel
 from hydraguard.limits.base import Limiter, LimiterUnavailable, Verdict
 from hydraguard.limits.gcra import Quota
 from hydraguard.limits.policy import LimitSet, charged
@@ -88,12 +89,14 @@ class Gateway:
         limiter: Limiter,
         decisions: DecisionStore,
         events: EventLog,
+        intel: LiveIntel | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.limiter = limiter
         self.decisions = decisions
         self.events = events
+        self.intel = intel
         # prompt content of requests in flight, handed to the event log with their event (never stored)
         self._content: dict[str, PromptContent] = {}
         self.metrics = GatewayMetrics()
@@ -105,6 +108,7 @@ class Gateway:
         self.limit_policy = LimitPolicy(settings)
         self.controls = Controls(settings, self._complete)
         self._request_counters: dict[tuple[str, str], Any] = {}
+        self._intel_counters: dict[str, Any] = {}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Plain ASGI: the request path skips a router and middleware stack it does not need."""
@@ -144,12 +148,16 @@ class Gateway:
         )
         self.events.start()
         await self.decisions.start()
+        if self.intel is not None:
+            await self.intel.start()
         gc.freeze()  # start-up objects live for good; keep them out of the collector's scans
 
     async def stop(self) -> None:
         if self._session is not None:
             await self._session.close()
         await self.decisions.close()
+        if self.intel is not None:
+            await self.intel.close()
         await self.limiter.close()
         self.events.close()
         self.registry.close()
@@ -325,7 +333,32 @@ class Gateway:
                 ),
                 f"account_{account.status.value}",
             )
+        self._match_intel(token.strip(), event)
         return principal
+
+    def _match_intel(self, api_key: str, event: RequestEvent) -> None:
+        """Record the threat-intel indicators the client IP, user agent and key match; refuse the request
+        where the policy (`[intel] block_on_match`) says so."""
+        found = self.intel.match(event.client_ip, event.user_agent, api_key, event.time) if self.intel else None
+        if found is None:
+            return
+        event.intel_matches = ",".join(found.labels)
+        for kind in found.kinds:
+            counter = self._intel_counters.get(kind)
+            if counter is None:
+                counter = self._intel_counters[kind] = self.metrics.intel_matches.labels(kind)
+            counter.inc()
+        if found.block:
+            raise Refusal(
+                error_response(
+                    403,
+                    f"Access has been blocked for this client. If you believe this is a mistake, contact "
+                    f"support with reference {event.request_id}.",
+                    type="permission_error",
+                    code="blocked",
+                ),
+                "intel_blocked",
+            )
 
     async def _read_body(self, request: Request) -> bytes:
         limit = self.settings.server.max_body_bytes

@@ -8,6 +8,9 @@ from hydraguard.decide.store import DecisionStore, RedisDecisionStore, SqlDecisi
 from hydraguard.detect.request import fill_fingerprints
 from hydraguard.events.log import EventLog
 from hydraguard.gateway.app import Gateway
+from hydraguard.intel.asn import AsnTable
+from hydraguard.intel.live import LiveIntel
+from hydraguard.intel.store import IntelStore
 from hydraguard.limits.base import Limiter
 from hydraguard.limits.memory import MemoryLimiter
 from hydraguard.limits.redis import RedisLimiter
@@ -16,7 +19,7 @@ DAY = 86_400.0
 
 
 def open_registry(settings: Settings) -> Registry:
-    return Registry(settings.registry.url, settings.secret_bytes())
+    return Registry(settings.registry.url, settings.secret_bytes(), upgrade_schema=settings.registry.auto_upgrade)
 
 
 def build_limiter(settings: Settings) -> Limiter:
@@ -48,6 +51,18 @@ def build_event_log(settings: Settings) -> EventLog:
     )
 
 
+def build_intel(settings: Settings, registry: Registry) -> LiveIntel:
+    """The indicator set of the registry database, as the gateway matches it (AsnTableError for a bad table)."""
+    intel = settings.intel
+    return LiveIntel(
+        IntelStore(registry.engine),
+        asn_table=AsnTable.from_csv(intel.asn_table) if intel.asn_table else None,
+        refresh_interval=intel.refresh_interval,
+        block_kinds=intel.block_on_match,
+        block_min_confidence=intel.block_min_confidence,
+    )
+
+
 def build_gateway(settings: Settings) -> Gateway:
     registry = open_registry(settings)
     return Gateway(
@@ -56,4 +71,5 @@ def build_gateway(settings: Settings) -> Gateway:
         limiter=build_limiter(settings),
         decisions=build_decision_store(settings, registry),
         events=build_event_log(settings),
+        intel=build_intel(settings, registry),
     )

@@ -61,5 +61,11 @@ class GatewayMetrics:
             ["type"],
             registry=self.registry,
         )
+        self.intel_matches = Counter(
+            "hydraguard_intel_matches",
+            "Threat-intel indicator matches on authenticated requests, by indicator kind",
+            ["kind"],
+            registry=self.registry,
+        )
         self.in_flight = Gauge("hydraguard_in_flight_requests", "Requests being served", registry=self.registry)
         self.events = Counter("hydraguard_events", "Events appended to the event log", registry=self.registry)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import time
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -11,9 +10,10 @@ import msgspec
 import typer
 
 from hydraguard import config as config_module
-from hydraguard.intel.feeds import FeedError, FeedLimits, ParsedFeed, parse_csv, parse_list, parse_stix, read_feed_file
+from hydraguard.intel.feeds import FeedError, FeedFormat, FeedLimits, ParsedFeed, parse_feed, read_feed_file
 from hydraguard.intel.indicators import IndicatorError, IndicatorKind, make_indicator, parse_time
 from hydraguard.intel.poll import poll_taxii
+from hydraguard.intel.schedule import poll_due
 from hydraguard.intel.store import ApplyResult, IntelStore
 
 app = typer.Typer(help="Threat intelligence: indicators (lists, CSV, STIX 2.1, TAXII 2.1).", no_args_is_help=True)
@@ -22,12 +22,6 @@ _state: dict[str, str | None] = {"registry": None}
 KindOption = Annotated[IndicatorKind | None, typer.Option("--kind", help="Only this kind / the kind of a list.")]
 MaxBytes = Annotated[int, typer.Option(min=1, help="Refuse feeds larger than this.")]
 MaxIndicators = Annotated[int, typer.Option(min=1, help="Refuse feeds with more indicators than this.")]
-
-
-class FeedFormat(enum.StrEnum):
-    LIST = "list"
-    CSV = "csv"
-    STIX = "stix"
 
 
 @app.callback()
@@ -119,15 +113,10 @@ def import_feed(
     limits = FeedLimits(max_bytes=max_bytes, max_indicators=max_indicators)
     name = source or file.name
     try:
+        if format is FeedFormat.LIST and kind is None:
+            _fail("a list needs --kind")
         data = read_feed_file(file, limits)
-        if format is FeedFormat.LIST:
-            if kind is None:
-                _fail("a list needs --kind")
-            feed = parse_list(data, kind, source=name, confidence=confidence, limits=limits)
-        elif format is FeedFormat.CSV:
-            feed = parse_csv(data, source=name, kind=kind, limits=limits)
-        else:
-            feed = parse_stix(data, source=name, limits=limits)
+        feed = parse_feed(data, format, source=name, kind=kind, confidence=confidence, limits=limits)
     except FeedError as exc:
         _fail(str(exc))
     store = _store()
@@ -190,3 +179,31 @@ def poll(
     finally:
         store.close()
     _report(result.feed, result.applied, pages=result.pages, bookmark=result.bookmark)
+
+
+@app.command()
+def follow(
+    ctx: typer.Context,
+    once: Annotated[bool, typer.Option(help="Poll the feeds that are due once, then exit.")] = False,
+    check_every: Annotated[float, typer.Option(min=1, help="Seconds between checks for due feeds.")] = 60.0,
+) -> None:
+    """Poll the configured TAXII feeds (`[intel] feeds`), each on its interval."""
+    try:
+        config = config_module.load(ctx.find_root().params.get("config")).intel
+    except config_module.ConfigError as exc:
+        _fail(str(exc))
+    if not config.feeds:
+        _fail("no TAXII feeds configured ([[intel.feeds]] in the config file)")
+    store = _store()
+    try:
+        while True:
+            for outcome in poll_due(store, config):
+                if outcome.result is not None:
+                    _report(outcome.result.feed, outcome.result.applied, pages=outcome.result.pages)
+                else:
+                    typer.echo(f"error: {outcome.error}", err=True)
+            if once:
+                return
+            time.sleep(check_every)
+    finally:
+        store.close()

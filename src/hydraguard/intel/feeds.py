@@ -9,6 +9,7 @@ not errors, so a general-purpose STIX feed can be used as it is.
 from __future__ import annotations
 
 import csv
+import enum
 import io
 import json
 from dataclasses import dataclass, field
@@ -284,3 +285,30 @@ def _read_indicator(indicator: stix2.Indicator, collect: _Collector, source: str
 
 def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+class FeedFormat(enum.StrEnum):
+    LIST = "list"
+    CSV = "csv"
+    STIX = "stix"
+
+
+def parse_feed(
+    data: bytes,
+    format: FeedFormat | str,
+    *,
+    source: str,
+    kind: IndicatorKind | str | None = None,
+    confidence: int = 50,
+    limits: FeedLimits | None = None,
+    now: float | None = None,
+) -> ParsedFeed:
+    """A feed in any of the formats; a list needs `kind` (FeedError without one)."""
+    format = FeedFormat(format)
+    if format is FeedFormat.LIST:
+        if kind is None:
+            raise FeedError(source, "a list needs an indicator kind", parsed=0, problems=[], total=0)
+        return parse_list(data, kind, source=source, confidence=confidence, limits=limits, now=now)
+    if format is FeedFormat.CSV:
+        return parse_csv(data, source=source, kind=kind, limits=limits, now=now)
+    return parse_stix(data, source=source, limits=limits, now=now)

@@ -167,6 +167,11 @@ class IntelIndex:
     def __len__(self) -> int:
         return len(self._labels)
 
+    @property
+    def matches_key_fingerprints(self) -> bool:
+        """Whether a request's key is worth hashing: only when leaked-key indicators are loaded."""
+        return bool(self._keys)
+
     # -- the request path ------------------------------------------------------------------------------
     def match(self, ip: str | None, user_agent: str | None, key_fingerprint: str | None, now: float) -> tuple[str, ...]:
         """`kind:indicator_id` of the live indicators matching the client IP (and its ASN), user agent and

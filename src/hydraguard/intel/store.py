@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from hydraguard.intel.asn import AsnTable
 from hydraguard.intel.index import IntelIndex
 from hydraguard.intel.indicators import MAX_VALUE_CHARS, Indicator, IndicatorKind, merge
+from hydraguard.store.migrate import ensure_schema
 
 metadata = sa.MetaData()
 indicators_table = sa.Table(
@@ -58,7 +59,7 @@ class ApplyResult:
 class IntelStore:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
-        metadata.create_all(engine)
+        ensure_schema(engine)
         with engine.begin() as conn:
             if conn.execute(sa.select(version_table.c.version)).first() is None:
                 conn.execute(version_table.insert().values(id=1, version=0))
@@ -143,6 +144,14 @@ class IntelStore:
             for row in conn.execution_options(yield_per=10_000).execute(query):
                 yield _from_row(row)
 
+    def page(self, kind: IndicatorKind | None = None, *, after: str = "", limit: int = 100) -> list[Indicator]:
+        """Up to `limit` indicators with ids after `after`, by id (a stable order to page through)."""
+        query = sa.select(indicators_table).where(indicators_table.c.id > after).order_by(indicators_table.c.id)
+        if kind is not None:
+            query = query.where(indicators_table.c.kind == str(kind))
+        with self.engine.connect() as conn:
+            return [_from_row(row) for row in conn.execute(query.limit(limit))]
+
     def count(self) -> int:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(indicators_table)).scalar_one()
@@ -154,6 +163,11 @@ class IntelStore:
     def bookmark(self, feed: str) -> str | None:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(feeds_table.c.bookmark).where(feeds_table.c.name == feed)).scalar()
+
+    def applied_at(self, feed: str) -> float | None:
+        """When `feed` was last applied (None: never)."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(feeds_table.c.applied_at).where(feeds_table.c.name == feed)).scalar()
 
     def index(self, *, asn_table: AsnTable | None = None, now: float | None = None) -> IntelIndex:
         """A matcher over the indicators live at `now` (default: the current time)."""

@@ -10,8 +10,9 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import stix2
@@ -34,12 +35,39 @@ def _parse_timestamp(text: str) -> float:
     return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).timestamp()
 
 
+Entry = tuple[float, dict[str, Any]]  # (date added, STIX object)
+
+
+class CollectionSource(Protocol):
+    """What the server needs of a collection: its description, and its objects in the order they were added."""
+
+    @property
+    def id(self) -> str: ...
+
+    def info(self) -> dict[str, Any]: ...
+
+    def page(self, added_after: float | None, start: int, limit: int) -> tuple[list[Entry], bool]: ...
+
+
+def collection_info(collection_id: str, title: str, description: str) -> dict[str, Any]:
+    return {
+        "id": collection_id,
+        "title": title,
+        "description": description,
+        "can_read": True,
+        "can_write": False,
+        "media_types": [STIX_MEDIA_TYPE],
+    }
+
+
 @dataclass
 class TaxiiCollection:
+    """A collection kept in memory: bundles published to it with `add_bundle`."""
+
     id: str
     title: str
     description: str = ""
-    _entries: list[tuple[float, dict[str, Any]]] = field(default_factory=list)  # (date added, object), in order
+    _entries: list[Entry] = field(default_factory=list)  # (date added, object), in order
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add_bundle(self, bundle: stix2.Bundle | dict[str, Any], *, now: float | None = None) -> None:
@@ -51,22 +79,13 @@ class TaxiiCollection:
                 added = max(added, self._entries[-1][0] + 1e-6)
             self._entries += [(added, obj) for obj in objects["objects"]]
 
-    def page(
-        self, added_after: float | None, start: int, limit: int
-    ) -> tuple[list[tuple[float, dict[str, Any]]], bool]:
+    def page(self, added_after: float | None, start: int, limit: int) -> tuple[list[Entry], bool]:
         with self._lock:
             entries = [e for e in self._entries if added_after is None or e[0] > added_after]
         return entries[start : start + limit], start + limit < len(entries)
 
     def info(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "title": self.title,
-            "description": self.description,
-            "can_read": True,
-            "can_write": False,
-            "media_types": [STIX_MEDIA_TYPE],
-        }
+        return collection_info(self.id, self.title, self.description)
 
 
 def _taxii(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -78,21 +97,27 @@ def _error(status: int, title: str, description: str = "") -> Response:
 
 
 def taxii_app(
-    collections: dict[str, TaxiiCollection], *, title: str = "hydraguard", api_root: str = "hydraguard"
+    collections: Mapping[str, CollectionSource],
+    *,
+    title: str = "hydraguard",
+    api_root: str = "hydraguard",
+    discovery_path: str = "/taxii2/",
 ) -> Starlette:
-    """The TAXII server: discovery at /taxii2/, one API root at /{api_root}/."""
+    """The TAXII server: discovery at `discovery_path`, one API root at /{api_root}/. Mounted under /taxii2
+    (the admin API), give `discovery_path="/"`: discovery is then /taxii2/ and the root /taxii2/{api_root}/."""
 
     def acceptable(request: Request) -> bool:
         accept = request.headers.get("accept", TAXII_MEDIA_TYPE).replace(" ", "")
         return any(part.startswith(("application/taxii+json", "*/*", "application/*")) for part in accept.split(","))
 
-    def collection_of(request: Request) -> TaxiiCollection | None:
+    def collection_of(request: Request) -> CollectionSource | None:
         return collections.get(request.path_params["collection"])
 
     async def discovery(request: Request) -> Response:
         if not acceptable(request):
             return _error(406, "Not Acceptable", f"this server speaks {TAXII_MEDIA_TYPE}")
-        root = str(request.base_url).rstrip("/") + f"/{api_root}/"
+        # under a Mount, root_path ends with the mount's own path (base_url would leave it out)
+        root = str(request.url.replace(path=request.scope.get("root_path", "") + f"/{api_root}/", query=""))
         return _taxii({"title": title, "default": root, "api_roots": [root]})
 
     async def root_info(request: Request) -> Response:
@@ -142,7 +167,7 @@ def taxii_app(
 
     return Starlette(
         routes=[
-            Route("/taxii2/", discovery),
+            Route(discovery_path, discovery),
             Route(f"/{api_root}/", root_info),
             Route(f"/{api_root}/collections/", list_collections),
             Route(f"/{api_root}/collections/{{collection}}/", one_collection),
