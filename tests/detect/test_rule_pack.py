@@ -75,6 +75,12 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         # a heavy legitimate user who asked for reasoning a handful of times
         {"account.served": 800.0, "account.requests": 800.0, "account.reasoning_share": 0.01},
     ),
+    "shared-intel-traffic": (
+        # an account whose requests mostly come from exits a peer provider reported
+        {"account.requests": 400.0, "account.intel_share": 0.8},
+        # a user who was on a reported VPN exit for one session of many
+        {"account.requests": 400.0, "account.intel_share": 0.05},
+    ),
     "rotating-identity-automation": (
         # a proxy network rotating exits and clients, 24/7
         {

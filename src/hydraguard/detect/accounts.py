@@ -31,6 +31,7 @@ EVENT_COLUMNS = [
     "completion_tokens",
     "reasoning_extraction_score",
     "capability_area",
+    "intel_matches",
 ]
 _COUNTERS = (
     "requests",
@@ -46,6 +47,7 @@ _COUNTERS = (
     "log_gap_sum",
     "log_gap_sq",
     "hour_buckets",
+    "intel_matched",
 )
 
 
@@ -147,6 +149,9 @@ class AccountTable:
         np.add.at(add["multi_turn"], account, ok & (messages >= 3))  # user, assistant, user: a conversation goes on
         score = batch.column("reasoning_extraction_score").fill_null(0).to_numpy()
         np.add.at(add["reasoning"], account, ok & (score >= REASONING_THRESHOLD))
+        np.add.at(
+            add["intel_matched"], account, pc.is_valid(batch.column("intel_matches")).to_numpy(zero_copy_only=False)
+        )
         np.add.at(add["prompt_tokens"], account, batch.column("prompt_tokens").fill_null(0).to_numpy())
         np.add.at(add["completion_tokens"], account, batch.column("completion_tokens").fill_null(0).to_numpy())
 
@@ -227,5 +232,6 @@ class AccountTable:
             "distinct_subnets": distinct_estimate(self.subnet_bits[idx]),
             "distinct_user_agents": distinct_estimate(self.ua_bits[idx]),
             "refusal_rate": c["refused"] / requests,
+            "intel_share": c["intel_matched"] / requests,
             "banned_refusals": c["banned_refusals"],
         }

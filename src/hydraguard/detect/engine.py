@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -20,9 +21,14 @@ import pyarrow.compute as pc
 from hydraguard.accounts.models import Account
 from hydraguard.detect.accounts import EVENT_COLUMNS, AccountTable
 from hydraguard.detect.linkage import FAMILY, Clusters, Evidence, EvidenceLog, link
+from hydraguard.detect.request import signature_bands
 from hydraguard.detect.rules import Action, Hit, RuleSet
 
+if TYPE_CHECKING:
+    from hydraguard.intel.index import IntelIndex
+
 COLUMNS = [*EVENT_COLUMNS, "template_signature"]
+TEMPLATE_CACHE = 200_000  # template signatures whose intel matches are remembered
 SEVERITY_WEIGHT = {"low": 0.3, "medium": 0.5, "high": 0.8, "critical": 0.95}
 TIMING_FEATURES = ("hour_entropy", "active_hour_share", "phase_concentration", "log_gap_std", "first_day_share")
 ENFORCING = frozenset((Action.THROTTLE, Action.DEGRADE, Action.CHALLENGE, Action.BLOCK))
@@ -74,9 +80,13 @@ class EngineSettings:
 
 
 class Engine:
-    def __init__(self, rules: RuleSet | None = None, settings: EngineSettings | None = None) -> None:
+    def __init__(
+        self, rules: RuleSet | None = None, settings: EngineSettings | None = None, intel: IntelIndex | None = None
+    ) -> None:
         self.rules = rules or RuleSet.default()
         self.settings = settings or EngineSettings()
+        self.intel = intel  # shared template signatures are matched here; IPs, agents, keys by the gateway
+        self._template_intel: dict[str, str] = {}
         self.accounts = AccountTable()
         self.evidence = EvidenceLog()
         self.org_of: dict[str, str] = {}
@@ -122,9 +132,36 @@ class Engine:
         self._fold(batch)
         return detections
 
+    def use_intel(self, index: IntelIndex | None) -> None:
+        """Match template signatures against this indicator set from now on (None: none)."""
+        self.intel = index
+        self._template_intel.clear()
+
+    def _with_template_intel(self, batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch | pa.Table:
+        """The batch with the intel template signatures its prompts match added to `intel_matches`."""
+        if self.intel is None or Evidence.INTEL not in self._kinds:
+            return batch
+        signatures = batch.column("template_signature")
+        now = float(batch.column("time")[-1].as_py())
+        for signature in pc.unique(signatures.drop_null()).to_pylist():
+            if signature not in self._template_intel:
+                if len(self._template_intel) >= TEMPLATE_CACHE:
+                    self._template_intel.clear()
+                self._template_intel[signature] = ",".join(self.intel.match_templates(signature_bands(signature), now))
+        matched = [self._template_intel.get(s) if s else None for s in signatures.to_pylist()]
+        if not any(matched):
+            return batch
+        merged = [
+            ",".join(m for m in pair if m) or None
+            for pair in zip(batch.column("intel_matches").to_pylist(), matched, strict=True)
+        ]
+        index = batch.schema.get_field_index("intel_matches")
+        return batch.set_column(index, batch.schema.field(index), pa.array(merged, pa.string()))
+
     def _fold(self, batch: pa.RecordBatch | pa.Table) -> None:
         if batch.num_rows == 0:
             return
+        batch = self._with_template_intel(batch)
         numbers = self.accounts.update(batch)
         self.now = max(self.now, float(batch.column("time")[-1].as_py()))
         grow = len(self.accounts) - len(self._active)

@@ -38,6 +38,7 @@ class Evidence(enum.IntEnum):
     EMAIL_DOMAIN = 3
     TEMPLATE = 4
     CLIENT_SUBNET = 5
+    INTEL = 6  # a threat-intel indicator the account's requests matched (shared intel: a known campaign's)
 
 
 ALL = frozenset(Evidence)
@@ -47,6 +48,7 @@ FAMILY = {  # the ablation families of docs/detection.md
     Evidence.EMAIL_DOMAIN: "identity",
     Evidence.TEMPLATE: "templates",
     Evidence.CLIENT_SUBNET: "ip",
+    Evidence.INTEL: "intel",
 }
 DEFAULT_MAX_SHARE = {Evidence.EMAIL_DOMAIN: 0.02, Evidence.SIGNUP_SUBNET: 0.02, Evidence.CLIENT_SUBNET: 0.02}
 DEFAULT_WEIGHTS = {
@@ -55,6 +57,7 @@ DEFAULT_WEIGHTS = {
     Evidence.EMAIL_DOMAIN: 1.0,
     Evidence.TEMPLATE: 1.0,
     Evidence.CLIENT_SUBNET: 0.5,
+    Evidence.INTEL: 2.0,
 }
 
 
@@ -140,6 +143,8 @@ class EvidenceLog:
         if Evidence.TEMPLATE in kinds and valid.any():
             keys = _hex_keys(signatures.filter(pa.array(valid)), TEMPLATE_BANDS)
             self.add(_pack(np.repeat(accounts[valid], TEMPLATE_BANDS), Evidence.TEMPLATE, keys.ravel()))
+        if Evidence.INTEL in kinds:
+            self._observe_intel(accounts, batch.column("intel_matches"))
         if Evidence.CLIENT_SUBNET not in kinds:
             return
         subnets = _subnets(batch.column("client_ip").fill_null(""))
@@ -152,6 +157,17 @@ class EvidenceLog:
         hashes = unique_hashes[inverse]
         sampled = (hashes % np.uint64(SUBNET_SAMPLE)) == 0
         self.add(_pack(accounts[sampled], Evidence.CLIENT_SUBNET, hashes[sampled]))
+
+    def _observe_intel(self, accounts: np.ndarray, matches: pa.ChunkedArray | pa.Array) -> None:
+        valid = pc.is_valid(matches).to_numpy(zero_copy_only=False)
+        if not valid.any():
+            return
+        labels = pc.split_pattern(matches.filter(pa.array(valid)), ",")
+        owners = np.repeat(accounts[valid], pc.list_value_length(labels).to_numpy(zero_copy_only=False))
+        unique, inverse = np.unique(pc.list_flatten(labels).to_numpy(zero_copy_only=False), return_inverse=True)
+        hashes = value_hashes(unique.tolist())
+        self._names.update(zip(_value_ids(Evidence.INTEL, hashes).tolist(), unique.tolist(), strict=True))
+        self.add(_pack(owners, Evidence.INTEL, hashes[inverse]))
 
     def name(self, value_id: int) -> str:
         """The evidence value behind a value id: a payment fingerprint, subnet, domain, or a template band key

@@ -28,6 +28,7 @@ from hydraguard.detect.engine import Engine, EngineSettings, registry_table
 from hydraguard.detect.rules import RuleSet
 from hydraguard.events.log import segments
 from hydraguard.events.schema import ARROW_SCHEMA
+from hydraguard.intel.store import IntelStore
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class DetectionWorker:
         decisions: DecisionStore,
         accounts: Callable[[], Iterable[Account]],
         on_campaigns: Callable[[list[str]], Awaitable[object]] | None = None,
+        intel: IntelStore | None = None,
     ) -> None:
         self.engine = engine
         self.follower = follower
@@ -86,7 +88,18 @@ class DetectionWorker:
         self.decisions = decisions
         self._accounts = accounts
         self.on_campaigns = on_campaigns  # given the campaigns each step touched (alert webhooks)
+        self.intel = intel  # shared template signatures, matched by the engine
+        self._intel_version: int | None = None
         self._known: set[str] = set()
+
+    def _refresh_intel(self, now: float) -> None:
+        if self.intel is None:
+            return
+        version = self.intel.version()
+        if version != self._intel_version:
+            index = self.intel.index(now=now)
+            self.engine.use_intel(index if len(index) else None)
+            self._intel_version = version
 
     def _load_new_accounts(self) -> None:
         new = [a for a in self._accounts() if a.id not in self._known]
@@ -97,6 +110,7 @@ class DetectionWorker:
     async def step(self, now: float | None = None) -> Step:
         now = time.time() if now is None else now
         self._load_new_accounts()
+        self._refresh_intel(now)
         batch = self.follower.poll()
         detections = self.engine.observe(batch) if batch.num_rows else []
         detections += self.engine.advance(now)
@@ -148,6 +162,7 @@ def follow(
         decisions,
         registry.list_accounts,
         on_campaigns=alerter_from_settings(settings.alerts, campaigns, registry.engine),
+        intel=IntelStore(registry.engine),
     )
 
     async def main() -> Step:
