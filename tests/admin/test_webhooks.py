@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 
 from hydraguard.admin.app import build_admin_app, create_app
 from hydraguard.admin.services import AdminServices
-from hydraguard.admin.signatures import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from hydraguard.admin.tokens import Role
+from hydraguard.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 from .conftest import CLI_ACTOR
 

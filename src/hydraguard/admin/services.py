@@ -44,11 +44,11 @@ from hydraguard.decide.model import Decision, DecisionType, ScopeKind
 from hydraguard.decide.store import DecisionStore
 from hydraguard.detect.campaigns import Campaign, CampaignNotFound, CampaignStatus, CampaignStore, TimelineEntry
 from hydraguard.detect.rules import Rule, RuleSet
-from hydraguard.intel.campaign_collection import CampaignCollection
-from hydraguard.intel.export import CampaignReport, campaign_bundle
+from hydraguard.intel.campaign_collection import CampaignCollection, campaign_report
+from hydraguard.intel.export import campaign_bundle
 from hydraguard.intel.feeds import FeedError, FeedFormat, FeedLimits, parse_feed
 from hydraguard.intel.index import IntelIndex
-from hydraguard.intel.indicators import Indicator, IndicatorError, IndicatorKind, make_indicator, normalize
+from hydraguard.intel.indicators import Indicator, IndicatorError, IndicatorKind, make_indicator
 from hydraguard.intel.store import IntelStore
 from hydraguard.limits.policy import LimitSet
 from hydraguard.store.migrate import ensure_schema
@@ -680,27 +680,9 @@ class AdminServices:
         return [d for d in decisions if d.value in targets]
 
     def export_campaign(self, campaign_id: str, *, producer: str = "hydraguard") -> dict[str, Any]:
-        """The campaign as a STIX 2.1 bundle (`intel.export`): its payment, network and domain indicators and a
-        member count, never who the members are."""
-        campaign = self.get_campaign(campaign_id)
-        indicators = []
-        for evidence, value in campaign.indicators:
-            kind = _INDICATOR_OF_EVIDENCE.get(evidence)
-            try:
-                if kind is not None:
-                    indicators.append((kind, normalize(kind, value)))
-            except IndicatorError:
-                continue  # a value intel cannot carry (e.g. a private network) stays out of the bundle
-        report = CampaignReport(
-            id=campaign.id,
-            name=f"hydraguard {campaign.level} {campaign.id}",
-            first_seen=campaign.first_detected,
-            last_seen=campaign.last_detected,
-            member_count=len(campaign.accounts),
-            indicators=tuple(indicators),
-            rules=campaign.rules,
-            score=campaign.score,
-        )
+        """The campaign as a STIX 2.1 bundle (`intel.export`): what `campaign_report` may share of it (payment,
+        network and domain indicators, a member count, a hashed name), never who the members are."""
+        report = campaign_report(self.get_campaign(campaign_id))
         return json.loads(campaign_bundle(report, producer=producer).serialize())
 
     # -- rules ----------------------------------------------------------------------------------------------
@@ -804,14 +786,6 @@ class AdminServices:
 
 # detection's evidence kinds (detect.linkage.Evidence) as intel indicator kinds; a template's evidence is one
 # MinHash band, not the whole signature intel exchanges, so it is not exported
-_INDICATOR_OF_EVIDENCE = {
-    "payment": IndicatorKind.PAYMENT_FINGERPRINT,
-    "signup_subnet": IndicatorKind.IP,
-    "client_subnet": IndicatorKind.IP,
-    "email_domain": IndicatorKind.EMAIL_DOMAIN,
-}
-
-
 def _campaigns_in(store: CampaignStore, conn: sa.Connection) -> CampaignStore:
     """The campaign store on the audited transaction's connection (as `joined` does for the registry)."""
     joined_store = copy.copy(store)

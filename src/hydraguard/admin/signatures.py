@@ -7,17 +7,13 @@ window (after which the timestamp check alone refuses it), so the seen-signature
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 
 import sqlalchemy as sa
 
 from hydraguard.accounts.verification import metadata
 from hydraguard.admin.services import Conflict
-
-TIMESTAMP_HEADER = "X-Hydraguard-Timestamp"
-SIGNATURE_HEADER = "X-Hydraguard-Signature"
-_SCHEME = "sha256="
+from hydraguard.signing import SCHEME, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 seen_signatures = sa.Table(
     "webhook_signatures",
@@ -35,19 +31,14 @@ class Replayed(Conflict):
     """A correctly signed request that was already received (409)."""
 
 
-def sign(secret: bytes, timestamp: int, body: bytes) -> str:
-    """The signature header's value for `body` sent at `timestamp`."""
-    return _SCHEME + hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-
-
 def parse(timestamp: str | None, signature: str | None) -> tuple[int, str]:
     """The headers' timestamp and signature, checked for form only; raises `SignatureError` saying what is wrong."""
     if not timestamp or not signature:
         raise SignatureError(f"a signed webhook needs the {TIMESTAMP_HEADER} and {SIGNATURE_HEADER} headers")
     if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
         raise SignatureError(f"{TIMESTAMP_HEADER} must be a Unix time in whole seconds")
-    if not signature.isascii() or not signature.startswith(_SCHEME):
-        raise SignatureError(f"{SIGNATURE_HEADER} must be {_SCHEME}<hex HMAC-SHA256 of '<timestamp>.<body>'>")
+    if not signature.isascii() or not signature.startswith(SCHEME):
+        raise SignatureError(f"{SIGNATURE_HEADER} must be {SCHEME}<hex HMAC-SHA256 of '<timestamp>.<body>'>")
     return int(timestamp), signature
 
 
@@ -59,7 +50,7 @@ def verify(secret: bytes, timestamp: int, signature: str, body: bytes, *, now: f
         raise SignatureError(
             f"the webhook timestamp is more than {tolerance:g} s from now: send it again, freshly signed"
         )
-    return signature.removeprefix(_SCHEME)
+    return signature.removeprefix(SCHEME)
 
 
 def claim(conn: sa.Connection, digest: str, *, expires_at: float, now: float) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import logging
 import os
 import time
@@ -33,12 +32,11 @@ import sqlalchemy as sa
 
 from hydraguard.config import AlertsConfig
 from hydraguard.detect.campaigns import Campaign, CampaignNotFound, CampaignStore
+from hydraguard.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from hydraguard.store.migrate import ensure_schema
 
 log = logging.getLogger(__name__)
 
-TIMESTAMP_HEADER = "X-Hydraguard-Timestamp"
-SIGNATURE_HEADER = "X-Hydraguard-Signature"
 _RETRIED = frozenset({408, 425, 429})
 
 metadata = sa.MetaData()
@@ -56,11 +54,6 @@ alerts_sent = sa.Table(
 
 class AlertConfigError(ValueError):
     pass
-
-
-def sign(secret: bytes, timestamp: int, body: bytes) -> str:
-    """The signature header's value: `sha256=` and the hex HMAC-SHA256 of `<timestamp>.<body>`."""
-    return "sha256=" + hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)
