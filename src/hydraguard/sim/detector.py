@@ -161,7 +161,7 @@ def mmd() -> Detector:
     return Mmd()
 
 
-ABLATIONS = ("payment", "ip", "identity", "templates", "timing")
+ABLATIONS = ("payment", "ip", "identity", "templates", "timing", "intel")
 BUILTIN: dict[str, Callable[[], Detector]] = {
     "rate-limits": RateLimits,
     "none": NoDetector,
