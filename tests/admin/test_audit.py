@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import itertools
+import multiprocessing
+from multiprocessing.synchronize import Barrier
 
 import pytest
 import sqlalchemy as sa
 
+from hydraguard.accounts.registry import Registry
 from hydraguard.admin import audit
 from hydraguard.admin.audit import AuditError
 from hydraguard.admin.services import AdminServices
 from hydraguard.admin.tables import audit_head, audit_log
+from hydraguard.decide.store import SqlDecisionStore
+from hydraguard.store.migrate import ensure_schema
 
 from .conftest import CLI_ACTOR, SECRET
 
@@ -128,3 +133,39 @@ def test_tail_and_paging(logged: AdminServices) -> None:
     assert [e.seq for e in logged.audit_tail(2)] == [4, 5]
     assert [e.seq for e in logged.audit_page(after=1, limit=2)] == [2, 3]
     assert logged.audit_page(after=5) == []
+
+
+def _open_and_change(registry_url: str, start: Barrier, name: str) -> None:
+    """One admin process: open the services the moment every other one does, then make one audited change."""
+    registry = Registry(registry_url, SECRET, change_check_interval=0.0)
+    try:
+        start.wait(timeout=60)
+        services = AdminServices(registry, SqlDecisionStore(registry.engine), secret=SECRET, tiers=["free"])
+        services.create_org(CLI_ACTOR, name)
+    finally:
+        registry.close()
+
+
+def test_admin_processes_starting_together_share_one_chain(postgres_url: str) -> None:
+    engine = sa.create_engine(postgres_url)
+    ensure_schema(engine)  # a fresh database: the schema, no audit head yet
+    engine.dispose()
+    processes = 8
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(processes)
+    workers = [
+        context.Process(target=_open_and_change, args=(postgres_url, start, f"org-{n}")) for n in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert [worker.exitcode for worker in workers] == [0] * processes
+    registry = Registry(postgres_url, SECRET, change_check_interval=0.0)
+    try:
+        result = audit.verify(registry.engine, SECRET)
+        assert result.ok, result.problems
+        assert result.entries == processes
+        assert sorted(o.name for o in registry.list_orgs()) == sorted(f"org-{n}" for n in range(processes))
+    finally:
+        registry.close()

@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from hydraguard.admin.tables import audit_head, audit_log
 
@@ -79,14 +80,20 @@ def _head_mac(secret: bytes, count: int, last_hash: str) -> str:
     return _mac(secret, "head", [count, last_hash])
 
 
+_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
 def ensure_head(engine: sa.Engine, secret: bytes) -> None:
-    """Start an empty chain, unless there is one (a log whose head was deleted stays headless: verify says so)."""
+    """Start an empty chain, unless there is one (a log whose head was deleted stays headless: verify says so).
+
+    Admin processes may start together on one database: the head is inserted unless one exists, in one statement
+    that waits for and yields to a head another process is inserting, rather than checked for and then inserted."""
     with engine.begin() as conn:
-        has_head = conn.execute(sa.select(audit_head.c.id)).first() is not None
-        if not has_head and conn.execute(sa.select(audit_log.c.seq).limit(1)).first() is None:
-            conn.execute(
-                audit_head.insert().values(id=1, count=0, last_hash=GENESIS, mac=_head_mac(secret, 0, GENESIS))
-            )
+        if conn.execute(sa.select(audit_log.c.seq).limit(1)).first() is not None:
+            return
+        insert = _INSERTS[conn.dialect.name](audit_head)
+        head = {"id": 1, "count": 0, "last_hash": GENESIS, "mac": _head_mac(secret, 0, GENESIS)}
+        conn.execute(insert.values(**head).on_conflict_do_nothing(index_elements=[audit_head.c.id]))
 
 
 def lock(conn: sa.Connection) -> None:

@@ -20,18 +20,22 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.params import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from hydraguard.accounts.verification import LEVELS
 from hydraguard.admin.audit import Actor
 from hydraguard.admin.schemas import Id
 from hydraguard.admin.services import AdminError, AdminServices
 from hydraguard.admin.tokens import AdminToken, Role
 from hydraguard.console import svg, traffic
+from hydraguard.console.features import account_features
 from hydraguard.decide.model import Decision, DecisionType
 from hydraguard.decide.policy import group_id
+from hydraguard.detect.accounts import EVENT_COLUMNS
 from hydraguard.detect.campaigns import CampaignStatus
 
 COOKIE = "hydraguard_console"
 HERE = Path(__file__).parent
 ENFORCE = ("block", "throttle", "challenge", "degrade")
+ACCOUNT_COLUMNS = tuple(dict.fromkeys([*traffic.COLUMNS, *EVENT_COLUMNS]))  # the pages' and detection's
 VERDICTS = {"confirm": CampaignStatus.CONFIRMED, "dismiss": CampaignStatus.DISMISSED, "reopen": CampaignStatus.OPEN}
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -266,16 +270,22 @@ async def account(request: Request, account_id: ConsoleId) -> HTMLResponse:
         found = admin.get_account(account_id)
     except AdminError as exc:
         raise HTTPException(404, str(exc)) from exc
-    events = traffic.read(_events_dir(request), [account_id])
-    member_of = [c for c in admin.list_campaigns() if account_id in c.accounts]
+    every_event = traffic.read(_events_dir(request), columns=ACCOUNT_COLUMNS)
+    events = traffic.of_accounts(every_event, [account_id])
+    all_campaigns = admin.list_campaigns()
+    member_of = [c for c in all_campaigns if account_id in c.accounts]
     linked = sorted({a for c in member_of for a in c.accounts} - {account_id})
     groups = {group_id(c.id) for c in member_of}
     decisions = [d for d in await admin.list_decisions() if d.value == account_id or d.value in groups]
+    suspects = {a for c in all_campaigns if c.status is not CampaignStatus.DISMISSED for a in c.accounts}
     return _page(
         request,
         "account.html",
         token,
         account=found,
+        verification=await admin.verification_status(account_id),
+        levels=LEVELS,
+        features=account_features(every_event.select(EVENT_COLUMNS), account_id, suspects),
         keys=admin.list_keys(account_id),
         chart=svg.outcomes_chart(traffic.series(events)),
         legend=svg.legend(),

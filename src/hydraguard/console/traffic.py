@@ -33,16 +33,22 @@ COLUMNS = (
 OUTCOMES = ("served", "throttled", "challenged", "blocked", "other refusal")
 
 
-def read(events_dir: str | Path | None, accounts: Collection[str] | None = None) -> pa.Table:
-    """The console's columns of every event (of these accounts), by time."""
-    schema = pa.schema([ARROW_SCHEMA.field(c) for c in COLUMNS])
+def read(
+    events_dir: str | Path | None, accounts: Collection[str] | None = None, columns: Collection[str] = COLUMNS
+) -> pa.Table:
+    """These columns (by default the console's) of every event (of these accounts), by time."""
+    schema = pa.schema([ARROW_SCHEMA.field(c) for c in columns])
     if events_dir is None or not Path(events_dir).is_dir():
         return schema.empty_table()
-    tables = [read_segment(p).select(list(COLUMNS)) for p in segments(events_dir)]
+    tables = [read_segment(p).select(schema.names) for p in segments(events_dir)]
     table = pa.concat_tables(tables) if tables else schema.empty_table()
     if accounts is not None:
-        table = table.filter(pc.is_in(table["account_id"], pa.array(sorted(accounts), pa.string())))
+        table = of_accounts(table, accounts)
     return table.sort_by("time")
+
+
+def of_accounts(table: pa.Table, accounts: Collection[str]) -> pa.Table:
+    return table.filter(pc.is_in(table["account_id"], pa.array(sorted(accounts), pa.string())))
 
 
 def outcome_of(status: np.ndarray, decision: list[str | None]) -> np.ndarray:
