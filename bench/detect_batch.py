@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/detect_batch.py /tmp/runs/seed-hydra-small
     .venv/bin/python bench/detect_batch.py /tmp/runs/seed-hydra          # the full-scale target run
+    .venv/bin/python bench/detect_batch.py /tmp/runs/seed-hydra --events 3000000   # its first 3 M events
 
 Prints, for the run: reading the event batches alone (the I/O floor, the baseline in the same run), then the engine
 fed the same batches (`Engine.run`, as `hydraguard analyze` does) with its time split into folding events in,
@@ -16,10 +17,11 @@ import argparse
 import resource
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hydraguard.detect.analyze import simulated_batches
@@ -41,10 +43,25 @@ def timed(totals: dict[str, float], counts: dict[str, int], name: str, fn: Calla
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="a `hydraguard simulate` output directory")
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=None,
+        help="stop after this many events (the whole registry "
+        "is still loaded, so the final linkage spans every account)",
+    )
     args = parser.parse_args()
 
+    def batches() -> Iterator[pa.RecordBatch]:
+        seen = 0
+        for batch in simulated_batches(args.run):
+            if args.events is not None and seen >= args.events:
+                return
+            seen += batch.num_rows
+            yield batch
+
     start = time.perf_counter()
-    events = sum(batch.num_rows for batch in simulated_batches(args.run))
+    events = sum(batch.num_rows for batch in batches())
     read_seconds = time.perf_counter() - start
     print(f"{args.run}: {events:,} events")
     print(f"reading only: {read_seconds:.1f} s, {events / read_seconds:,.0f} events/s")
@@ -58,7 +75,7 @@ def main() -> None:
     engine._cluster_detections = timed(totals, counts, "linkage + cluster rules", engine._cluster_detections)  # type: ignore[method-assign]
     start = time.perf_counter()
     engine.load_registry(pq.read_table(args.run / "registry" / "accounts.parquet"))
-    detections = engine.run(simulated_batches(args.run))
+    detections = engine.run(batches())
     seconds = time.perf_counter() - start
     print(f"engine: {seconds:.1f} s, {events / seconds:,.0f} events/s, {len(detections):,} detections")
     for name in ("fold events", "account rules", "linkage", "linkage + cluster rules"):
