@@ -22,6 +22,7 @@ from hydraguard.intel.indicators import Indicator, IndicatorKind, key_fingerprin
 from hydraguard.intel.store import IntelStore
 
 log = logging.getLogger(__name__)
+_FINGERPRINT_CACHE = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,8 @@ class LiveIntel:
         self._loaded: _Loaded | None = None  # None: nothing to match
         self._version: int | None = None
         self._task: asyncio.Task[None] | None = None
+        # presented key -> its SHA-256: a key comes back request after request (the registry caches its HMAC alike)
+        self._fingerprints: dict[str, str] = {}
 
     @property
     def loaded(self) -> int:
@@ -71,7 +74,13 @@ class LiveIntel:
         if loaded is None:
             return None
         index = loaded.index
-        fingerprint = key_fingerprint(api_key) if api_key and index.matches_key_fingerprints else None
+        fingerprint = None
+        if api_key and index.matches_key_fingerprints:
+            fingerprint = self._fingerprints.get(api_key)
+            if fingerprint is None:
+                if len(self._fingerprints) >= _FINGERPRINT_CACHE:
+                    self._fingerprints.clear()
+                fingerprint = self._fingerprints[api_key] = key_fingerprint(api_key)
         labels = index.match(ip, user_agent, fingerprint, now)
         if not labels:
             return None
