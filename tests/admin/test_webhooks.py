@@ -69,8 +69,8 @@ def test_bad_signatures_stale_timestamps_and_replays_change_nothing(
         ({**headers, SIGNATURE_HEADER: "md5=abc"}, 401, "sha256="),
         ({k: v for k, v in headers.items() if k != SIGNATURE_HEADER}, 401, SIGNATURE_HEADER),
         ({**headers, TIMESTAMP_HEADER: "yesterday"}, 401, "Unix time"),
-        (signed(body, at=time.time() - 301)[1], 401, "more than 300 s from now"),
-        (signed(body, at=time.time() + 301)[1], 401, "more than 300 s from now"),
+        (signed(body, at=time.time() - 400)[1], 401, "more than 300 s from now"),
+        (signed(body, at=time.time() + 400)[1], 401, "more than 300 s from now"),  # margin: a loaded machine
     ]
     for bad_headers, status, message in refusals:
         response = client.post("/v1/webhooks/signup", content=raw, headers=bad_headers)
