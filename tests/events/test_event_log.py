@@ -273,7 +273,7 @@ def test_sigkill_while_writing_keeps_every_event_reported_written(tmp_path):
             CHILD_PRELUDE
             + textwrap.dedent(
                 f"""
-                log = EventLog({str(tmp_path)!r}, flush_interval=0.01, segment_max_events=400)
+                log = EventLog({str(tmp_path)!r}, flush_interval=0.01, segment_max_events=300)
                 log.start()
                 i = 0
                 while True:
@@ -293,11 +293,11 @@ def test_sigkill_while_writing_keeps_every_event_reported_written(tmp_path):
         reported = 0
         deadline = time.monotonic() + 20
         assert proc.stdout is not None
-        while reported < 1_000 and time.monotonic() < deadline:
+        while reported < 1_300 and time.monotonic() < deadline:
             line = proc.stdout.readline()
             assert line, proc.stderr.read() if proc.stderr else ""
             reported = int(line)
-        assert reported >= 1_000
+        assert reported >= 1_300  # flushes of up to 250 events: three segments of 300 by then
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
@@ -522,3 +522,43 @@ def test_an_event_outside_the_schema_does_not_block_the_others(tmp_path):
     log.close()
     assert read_table(tmp_path).column("request_id").to_pylist() == ["ok-1", "ok-2"]
     assert log.rejected == 1
+
+
+# -- EventLog: sharing the GIL with the event loop ---------------------------------------------------------
+def test_a_large_flush_hands_the_gil_over_and_keeps_every_event_in_order(tmp_path, monkeypatch):
+    """A flush bigger than the hand-over chunks writes every event once, in order, enriched, and lets the
+    event loop's thread run between chunks instead of holding the GIL for the whole flush."""
+    from hydraguard.events import log as event_log
+
+    handovers = []
+    monkeypatch.setattr(event_log, "_yield_gil", lambda: handovers.append(1))
+    enriched = []
+
+    def enrich(event: RequestEvent, content: typing.Any) -> None:
+        event.capability_area = content.user_text
+        enriched.append(event.request_id)
+
+    n = 2 * event_log.CONVERT_PER_YIELD + 7
+    log = EventLog(tmp_path, enrich=enrich)
+    events = [make_event(i) for i in range(n)]
+    for e in events:
+        log.append(e, event_log.PromptContent("", f"area-{e.request_id}"))
+    log.close()
+    written = list(iter_events(tmp_path))
+    assert [e.request_id for e in written] == [e.request_id for e in events] == enriched
+    assert [e.capability_area for e in written] == [f"area-{e.request_id}" for e in events]
+    # one hand-over per ENRICH_PER_YIELD enriched events and one between two converted chunks
+    assert len(handovers) == n // event_log.ENRICH_PER_YIELD + 2
+
+
+def test_an_event_outside_the_schema_in_a_later_chunk_is_the_only_one_left_out(tmp_path, monkeypatch):
+    from hydraguard.events import log as event_log
+
+    monkeypatch.setattr(event_log, "CONVERT_PER_YIELD", 4)
+    log = EventLog(tmp_path)
+    for i in range(10):
+        extra = {"completion_tokens": 10**30} if i == 6 else {}
+        log.append(RequestEvent(time=float(i), request_id=f"r{i}", endpoint="/v1/models", **extra))
+    log.close()
+    assert read_table(tmp_path).column("request_id").to_pylist() == [f"r{i}" for i in range(10) if i != 6]
+    assert log.rejected == 1 and log.written == 9

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import msgspec
 import openai
@@ -128,3 +130,13 @@ def test_every_request_gets_one_event_with_usage(gateway):
     assert plain.message_count == 2 and plain.system_prompt_hash is not None and plain.prompt_text is None
     assert streamed.stream and streamed.completion_tokens == 6 and streamed.finish_reason == "length"
     assert streamed.upstream_latency_ms is not None and streamed.latency_ms >= streamed.upstream_latency_ms
+
+
+def test_each_request_gets_its_own_request_id_matching_its_event(gateway):
+    account, key = gateway.account()
+    headers = {"authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=gateway.server.url) as http:
+        ids = [http.get("/v1/models", headers=headers).headers["x-request-id"] for _ in range(20)]
+    assert len(set(ids)) == 20
+    assert all(re.fullmatch(r"req_[0-9a-f]{32}", i) for i in ids)
+    assert sorted(e.request_id for e in gateway.events() if e.account_id == account.id) == sorted(ids)

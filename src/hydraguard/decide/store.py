@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import time
@@ -46,6 +47,16 @@ class DecisionStore(Protocol):
     async def close(self) -> None: ...
 
 
+_NOTHING: dict[str, Decision] = {}
+
+
+@functools.lru_cache(maxsize=65_536)
+def _address(ip: str) -> tuple[int, int, int]:
+    """(IP version, the address as an integer, its bit length): parsed once per recent client address."""
+    addr = ipaddress.ip_address(ip)
+    return addr.version, int(addr), addr.max_prefixlen
+
+
 class MemoryDecisionStore:
     def __init__(self) -> None:
         self._by_id: dict[str, Decision] = {}
@@ -58,24 +69,26 @@ class MemoryDecisionStore:
 
     # -- reads (request path) ----------------------------------------------------------------------
     def match(self, *, key_id: str | None, account_id: str | None, ip: str | None) -> list[Decision]:
-        now = time.time()
+        index = self._index
         found: list[Decision] = []
         if key_id:
-            found += self._index.get((ScopeKind.KEY, key_id), {}).values()
+            found += index.get((ScopeKind.KEY, key_id), _NOTHING).values()
         if account_id:
-            found += self._index.get((ScopeKind.ACCOUNT, account_id), {}).values()
+            found += index.get((ScopeKind.ACCOUNT, account_id), _NOTHING).values()
             for group in self._account_groups.get(account_id, ()):
-                found += self._index.get((ScopeKind.GROUP, group), {}).values()
+                found += index.get((ScopeKind.GROUP, group), _NOTHING).values()
         if ip:
-            found += self._index.get((ScopeKind.IP, ip), {}).values()
+            found += index.get((ScopeKind.IP, ip), _NOTHING).values()
             if self._networks:
-                addr = ipaddress.ip_address(ip)
-                number, bits = int(addr), addr.max_prefixlen
+                ip_version, number, bits = _address(ip)
                 for (version, prefix), networks in self._networks.items():
-                    if version == addr.version:
+                    if version == ip_version:
                         bucket = networks.get(number >> (bits - prefix) << (bits - prefix))
                         if bucket:
                             found += bucket.values()
+        if not found:
+            return found
+        now = time.time()
         return [d for d in found if d.active(now)]
 
     def groups_of(self, account_id: str) -> frozenset[str]:

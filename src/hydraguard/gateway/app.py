@@ -11,6 +11,7 @@ import gc
 import ipaddress
 import logging
 import os
+import random
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import aiohttp
 import anyio
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
 from hydraguard.accounts.models import AccountStatus, Principal
@@ -34,6 +35,7 @@ from hydraguard.events.log import EventLog, PromptContent
 from hydraguard.events.schema import RequestEvent
 from hydraguard.gateway import requests as req
 from hydraguard.gateway.errors import error_response, retry_after_header
+from hydraguard.gateway.incoming import ClientGone, Incoming
 from hydraguard.gateway.metrics import GatewayMetrics
 from hydraguard.gateway.ratelimit_headers import format_duration, ratelimit_headers
 from hydraguard.gateway.relay import Accounting, RelayResponse, relay_sse
@@ -62,7 +64,7 @@ ENDPOINTS: dict[str, Endpoint] = {
     "/v1/models": Endpoint("GET", None),
 }
 
-_FORWARDED_HEADERS = ("content-type", "accept", "openai-beta")
+_FORWARDED_HEADERS = frozenset((b"content-type", b"accept", b"openai-beta"))
 
 
 class Refusal(Exception):
@@ -107,15 +109,23 @@ class Gateway:
         self._operational = {"/healthz": self.healthz, "/readyz": self.readyz, "/metrics": self.metrics_endpoint}
         self.limit_policy = LimitPolicy(settings)
         self.controls = Controls(settings, self._complete)
+        # request ids from a generator seeded from the OS: os.urandom per request releases the GIL, and the
+        # event log's writer thread then kept it for up to a hand-over interval (ids need not be secret)
+        self._request_ids = random.Random(os.urandom(32))
+        # Prometheus children by label values: `labels()` costs more than the update itself
         self._request_counters: dict[tuple[str, str], Any] = {}
         self._intel_counters: dict[str, Any] = {}
+        self._latency_histograms: dict[str, Any] = {}
+        self._upstream_histograms: dict[str, Any] = {}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Plain ASGI: the request path skips a router and middleware stack it does not need."""
         if scope["type"] == "http":
-            request = Request(scope, receive)
             handler = self._operational.get(scope["path"])
-            response = await (handler(request) if handler is not None else self.dispatch(request))
+            if handler is not None:
+                response = await handler(Request(scope, receive))
+            else:
+                response = await self.dispatch(Incoming.from_scope(scope, receive))
             await response(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
@@ -146,6 +156,7 @@ class Gateway:
             auto_decompress=False,
             skip_auto_headers=("User-Agent", "Accept-Encoding"),
         )
+        self._request_ids.seed(os.urandom(32))  # a process forked after construction gets its own ids
         self.events.start()
         await self.decisions.start()
         if self.intel is not None:
@@ -190,17 +201,16 @@ class Gateway:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # -- the request path -----------------------------------------------------------------------------
-    async def dispatch(self, request: Request) -> Response:
+    async def dispatch(self, request: Incoming) -> Response:
         started = time.time()
         clock = time.perf_counter()
-        path = request.scope["path"]
         event = RequestEvent(
             time=started,
-            request_id="req_" + os.urandom(16).hex(),
-            endpoint=path,
+            request_id="req_" + self._request_ids.getrandbits(128).to_bytes(16, "big").hex(),
+            endpoint=request.path,
             method=request.method,
             client_ip=self._client_ip(request),
-            user_agent=request.headers.get("user-agent"),
+            user_agent=request.header(b"user-agent"),
         )
         admission: Admission | None = None
         try:
@@ -217,7 +227,8 @@ class Gateway:
                 type="server_error",
                 code="internal_error",
             )
-        response.headers["x-request-id"] = event.request_id
+        # appended, not set: no response carries the header yet, and setting it would scan every header first
+        response.raw_headers.append((b"x-request-id", event.request_id.encode()))
         if isinstance(response, RelayResponse):
             return response  # its stream finishes the event
         event.status = response.status_code
@@ -226,7 +237,7 @@ class Gateway:
         self._finish(event, clock)
         return response
 
-    async def _serve(self, request: Request, event: RequestEvent) -> tuple[Response, Admission | None]:
+    async def _serve(self, request: Incoming, event: RequestEvent) -> tuple[Response, Admission | None]:
         endpoint = ENDPOINTS.get(event.endpoint)
         if endpoint is None:
             raise Refusal(
@@ -263,12 +274,12 @@ class Gateway:
             raise
         return response, (None if isinstance(response, RelayResponse) else admission)
 
-    def _client_ip(self, request: Request) -> str | None:
-        peer = request.client.host if request.client else None
+    def _client_ip(self, request: Incoming) -> str | None:
+        peer = request.peer
         if peer is None or not self._trusted:
             return peer
         chain = [peer]
-        forwarded = request.headers.get("x-forwarded-for")
+        forwarded = request.header(b"x-forwarded-for")
         if forwarded:
             chain = [p.strip() for p in forwarded.split(",")] + chain
         for hop in reversed(chain):
@@ -280,8 +291,8 @@ class Gateway:
                 return str(address)
         return chain[0]
 
-    def _check_headers(self, request: Request) -> None:
-        size = sum(len(k) + len(v) for k, v in request.headers.raw)
+    def _check_headers(self, request: Incoming) -> None:
+        size = sum(len(k) + len(v) for k, v in request.raw_headers)
         if size > self.settings.server.max_header_bytes:
             raise Refusal(
                 error_response(
@@ -292,8 +303,8 @@ class Gateway:
                 "headers_too_large",
             )
 
-    def _authenticate(self, request: Request, event: RequestEvent) -> Principal:
-        header = request.headers.get("authorization", "")
+    def _authenticate(self, request: Incoming, event: RequestEvent) -> Principal:
+        header = request.header(b"authorization") or ""
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Refusal(
@@ -360,20 +371,20 @@ class Gateway:
                 "intel_blocked",
             )
 
-    async def _read_body(self, request: Request) -> bytes:
+    async def _read_body(self, request: Incoming) -> bytes:
         limit = self.settings.server.max_body_bytes
-        declared = request.headers.get("content-length")
+        declared = request.header(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise _body_too_large(limit)
         parts: list[bytes] = []
         size = 0
         try:
-            async for chunk in request.stream():
+            async for chunk in request.body_chunks():
                 size += len(chunk)
                 if size > limit:
                     raise _body_too_large(limit)
                 parts.append(chunk)
-        except ClientDisconnect as exc:
+        except ClientGone as exc:
             raise Refusal(
                 error_response(400, "The client disconnected while sending the body.", code="client_disconnected"),
                 "client_disconnected",
@@ -554,14 +565,17 @@ class Gateway:
         if counter is None:
             counter = self._request_counters[(endpoint, outcome)] = self.metrics.requests.labels(endpoint, outcome)
         counter.inc()
-        self.metrics.latency.labels(endpoint).observe(elapsed)
+        histogram = self._latency_histograms.get(endpoint)
+        if histogram is None:
+            histogram = self._latency_histograms[endpoint] = self.metrics.latency.labels(endpoint)
+        histogram.observe(elapsed)
         self.metrics.events.inc()
         self.events.append(event, self._content.pop(event.request_id, None))
 
     # -- forwarding -------------------------------------------------------------------------------------
     async def _forward(
         self,
-        request: Request,
+        request: Incoming,
         body: bytes,
         info: req.RequestInfo | None,
         event: RequestEvent,
@@ -570,7 +584,7 @@ class Gateway:
     ) -> Response:
         assert self._session is not None, "gateway not started"
         url = self._upstream + event.endpoint.removeprefix(self._upstream_path_prefix)
-        headers = {k: v for k, v in request.headers.items() if k in _FORWARDED_HEADERS}
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.raw_headers if k in _FORWARDED_HEADERS}
         if self.settings.server.upstream_api_key:
             headers["authorization"] = f"Bearer {self.settings.server.upstream_api_key}"
         strip_usage = False
@@ -584,7 +598,10 @@ class Gateway:
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _upstream_failure(exc, "did not answer in time", f"is unreachable ({type(exc).__name__})") from exc
         event.upstream_latency_ms = (time.perf_counter() - sent) * 1000
-        self.metrics.upstream_latency.labels(event.endpoint).observe(event.upstream_latency_ms / 1000)
+        histogram = self._upstream_histograms.get(event.endpoint)
+        if histogram is None:
+            histogram = self._upstream_histograms[event.endpoint] = self.metrics.upstream_latency.labels(event.endpoint)
+        histogram.observe(event.upstream_latency_ms / 1000)
         streaming = upstream.status == 200 and upstream.content_type == "text/event-stream"
         if not streaming:
             return await self._relay_body(upstream, event, rate_headers, prepared)

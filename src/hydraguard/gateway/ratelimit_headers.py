@@ -22,21 +22,30 @@ def format_duration(seconds: float) -> str:
 
 
 def ratelimit_headers(states: Iterable[QuotaState]) -> dict[str, str]:
-    """From the tightest requests-per-minute and tokens-per-minute quotas (fewest remaining)."""
-    tightest: dict[str, QuotaState] = {}
-    for state in states:
-        kind = state.name[:4]
-        if kind in _SUFFIX:
-            best = tightest.get(kind)
-            if best is None or (state.remaining, -state.reset_after) < (best.remaining, -best.reset_after):
-                tightest[kind] = state
+    """From the tightest requests-per-minute and tokens-per-minute quotas (fewest remaining, then the
+    longest until full)."""
+    requests: QuotaState | None = None
+    tokens: QuotaState | None = None
+    for state in states:  # every request's dozen states: plain comparisons, no per-state allocations
+        name = state.name
+        if name.startswith("rpm:"):
+            if requests is None or _tighter(state, requests):
+                requests = state
+        elif name.startswith("tpm:") and (tokens is None or _tighter(state, tokens)):
+            tokens = state
     headers: dict[str, str] = {}
-    for kind, state in tightest.items():
-        suffix = _SUFFIX[kind]
-        headers[f"x-ratelimit-limit-{suffix}"] = str(state.limit)
-        headers[f"x-ratelimit-remaining-{suffix}"] = str(state.remaining)
-        headers[f"x-ratelimit-reset-{suffix}"] = format_duration(state.reset_after)
+    if requests is not None:
+        headers["x-ratelimit-limit-requests"] = str(requests.limit)
+        headers["x-ratelimit-remaining-requests"] = str(requests.remaining)
+        headers["x-ratelimit-reset-requests"] = format_duration(requests.reset_after)
+    if tokens is not None:
+        headers["x-ratelimit-limit-tokens"] = str(tokens.limit)
+        headers["x-ratelimit-remaining-tokens"] = str(tokens.remaining)
+        headers["x-ratelimit-reset-tokens"] = format_duration(tokens.reset_after)
     return headers
 
 
-_SUFFIX = {"rpm:": "requests", "tpm:": "tokens"}
+def _tighter(state: QuotaState, than: QuotaState) -> bool:
+    return state.remaining < than.remaining or (
+        state.remaining == than.remaining and state.reset_after > than.reset_after
+    )

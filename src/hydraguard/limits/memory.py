@@ -9,6 +9,8 @@ from collections.abc import Callable, Sequence
 from hydraguard.limits.base import QuotaState, Slot, Verdict
 from hydraguard.limits.gcra import Quota, adjusted_tat, evaluate
 
+_new_state = tuple.__new__  # a dozen states per request: skips NamedTuple's Python-level __new__
+
 
 class MemoryLimiter:
     """GCRA state in a dict kept in update order (an entry is re-inserted when it changes).
@@ -40,7 +42,7 @@ class MemoryLimiter:
         new_tats: list[float] = []
         for quota in quotas:
             allowed, new_tat, remaining, reset_after, retry_after = evaluate(quota, tats.get(quota.key), now)
-            state = QuotaState(quota.name, quota.limit, remaining, reset_after)
+            state = _new_state(QuotaState, (quota.name, quota.limit, remaining, reset_after))
             if not allowed:
                 return Verdict(False, (state,), denied_by=quota.name, retry_after=retry_after)
             states.append(state)

@@ -75,6 +75,10 @@ def scope_limits(scope: str, scope_id: str, limits: LimitSet) -> ScopeLimits:
     return ScopeLimits(requests, tuple(tokens), slots)
 
 
+_new_quota = tuple.__new__
+
+
 def charged(quotas: Iterable[Quota], cost: int) -> list[Quota]:
     """The quotas with `cost` to charge (negative: to refund)."""
-    return [q._replace(cost=cost) for q in quotas]
+    # twice per request for every token quota: tuple.__new__ is about 4 times as fast as `_replace`
+    return [_new_quota(Quota, (key, limit, period, cost, name)) for key, limit, period, _, name in quotas]

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from hydraguard.accounts.models import Principal
 from hydraguard.config import Settings
 from hydraguard.limits.base import Slot
 from hydraguard.limits.gcra import Quota
 from hydraguard.limits.policy import LimitSet, scope_limits, subnet_of
+
+RECENT_REQUESTS = 8_192  # cached request limits (about 600 bytes each: 5 MB at most); all dropped when full
+
+
+class RequestLimits(NamedTuple):
+    request_quotas: list[Quota]
+    token_quotas: list[Quota]
+    slots: list[Slot]
 
 
 class LimitPolicy:
@@ -23,6 +32,9 @@ class LimitPolicy:
         limits = settings.limits
         self._ip, self._subnet, self._group = limits.ip.to_set(), limits.subnet.to_set(), limits.group.to_set()
         self._v4_prefix, self._v6_prefix = limits.subnet_v4_prefix, limits.subnet_v6_prefix
+        # the limits of recent requests, by key, IP, groups and throttles; an entry holds the principal it was
+        # built for and serves only that same object (the registry builds a new one when an account changes)
+        self._recent: dict[tuple[object, ...], tuple[Principal, RequestLimits]] = {}
 
     def scopes(
         self,
@@ -53,10 +65,25 @@ class LimitPolicy:
         self,
         principal: Principal,
         ip: str | None,
-        groups: Iterable[str] = (),
+        groups: frozenset[str] = frozenset(),
         throttles: Iterable[tuple[str, LimitSet]] = (),
-    ) -> tuple[list[Quota], list[Quota], list[Slot]]:
-        """Request quotas, token quotas (cost 0: charge them with `policy.charged`) and concurrency slots."""
+    ) -> RequestLimits:
+        """Request quotas, token quotas (cost 0: charge them with `policy.charged`) and concurrency slots.
+        The lists are shared by the requests that fall in the same scopes: read them, never change them."""
+        throttles = tuple(throttles)
+        cache_key = (principal.key.id, ip, groups, throttles)
+        recent = self._recent.get(cache_key)
+        if recent is not None and recent[0] is principal:
+            return recent[1]
+        found = self._build(principal, ip, groups, throttles)
+        if len(self._recent) >= RECENT_REQUESTS:
+            self._recent.clear()
+        self._recent[cache_key] = (principal, found)
+        return found
+
+    def _build(
+        self, principal: Principal, ip: str | None, groups: frozenset[str], throttles: tuple[tuple[str, LimitSet], ...]
+    ) -> RequestLimits:
         request_quotas: list[Quota] = []
         token_quotas: list[Quota] = []
         slots: list[Slot] = []
@@ -65,4 +92,4 @@ class LimitPolicy:
             request_quotas += requests
             token_quotas += tokens
             slots += scope_slots
-        return request_quotas, token_quotas, slots
+        return RequestLimits(request_quotas, token_quotas, slots)
