@@ -143,14 +143,16 @@ class Engine:
             return batch
         signatures = batch.column("template_signature")
         now = float(batch.column("time")[-1].as_py())
+        found = False
         for signature in pc.unique(signatures.drop_null()).to_pylist():
             if signature not in self._template_intel:
                 if len(self._template_intel) >= TEMPLATE_CACHE:
                     self._template_intel.clear()
                 self._template_intel[signature] = ",".join(self.intel.match_templates(signature_bands(signature), now))
-        matched = [self._template_intel.get(s) if s else None for s in signatures.to_pylist()]
-        if not any(matched):
+            found = found or bool(self._template_intel[signature])
+        if not found:  # the usual case: leave the batch as it is, no per-row pass
             return batch
+        matched = [self._template_intel.get(s) if s else None for s in signatures.to_pylist()]
         merged = [
             ",".join(m for m in pair if m) or None
             for pair in zip(batch.column("intel_matches").to_pylist(), matched, strict=True)
@@ -245,13 +247,14 @@ class Engine:
             confirmed = self._confirmed(members, strength)
             if len(confirmed) < 2 or not self._active[confirmed].any():
                 continue
-            features = self.cluster_features(confirmed, payment_shared)
+            member_features = self.account_features(confirmed)
+            features = self.cluster_features(confirmed, payment_shared, member_features)
             values = {f"cluster.{n}": v for n, v in features.items()}
             hits = self.rules.evaluate("cluster", values)
             if not hits:
                 continue
             cluster_id = self._cluster_id(tuple(sorted(self.accounts.ids[n] for n in confirmed.tolist())))
-            covered = self._covered(confirmed, hits, payment_shared)
+            covered = self._covered(confirmed, hits, payment_shared, member_features)
             if len(covered) == 0:
                 continue
             ids = tuple(sorted(self.accounts.ids[n] for n in covered.tolist()))
@@ -274,14 +277,15 @@ class Engine:
         )
         return members[strength >= bar]
 
-    def _covered(self, members: np.ndarray, hits: list[Hit], payment_shared: np.ndarray) -> np.ndarray:
+    def _covered(
+        self, members: np.ndarray, hits: list[Hit], payment_shared: np.ndarray, features: dict[str, np.ndarray]
+    ) -> np.ndarray:
         """The members a cluster's hits cover: for a rule with a `members` condition, those whose own features meet
         it (a bystander linked by a shared exit or a popular prompt shows none of the campaign's behaviour), else
         all of them."""
         if all(hit.members is None for hit in hits):
             return members
-        features = self.account_features(members)
-        features["payment_shared"] = payment_shared[members].astype(float)
+        features = {**features, "payment_shared": payment_shared[members].astype(float)}
         names = list(features)
         rows = np.column_stack([features[n] for n in names]).tolist()
         keep = np.zeros(len(members), dtype=bool)
@@ -298,8 +302,13 @@ class Engine:
             self.cluster_of[account] = cluster_id
         return cluster_id
 
-    def cluster_features(self, members: np.ndarray, payment_shared: np.ndarray | None = None) -> dict[str, float]:
-        f = self.account_features(members)
+    def cluster_features(
+        self,
+        members: np.ndarray,
+        payment_shared: np.ndarray | None = None,
+        member_features: dict[str, np.ndarray] | None = None,
+    ) -> dict[str, float]:
+        f = self.account_features(members) if member_features is None else member_features
         served = f["served"]
         weight = served / max(served.sum(), 1)
         payment_shared = self._payment_shared() if payment_shared is None else payment_shared
