@@ -154,3 +154,37 @@ def test_the_table_grows_past_its_capacity_and_keeps_state() -> None:
     all_requests = accounts.features()["requests"]
     assert all_requests.tolist() == [1.0] * 10
     assert math.isclose(accounts.first_seen[accounts.index["acct_9"]], 19.0)
+
+
+def test_any_split_of_a_mixed_stream_into_batches_gives_the_same_state() -> None:
+    """Every counter, histogram and bitmap is per account and additive across time-ordered batches, whatever the
+    accounts' interleaving and the batch boundaries (the engine cuts batches at analysis times)."""
+    rng = np.random.default_rng(5)
+    events = [
+        event(
+            float(t),
+            account=f"acct_{rng.integers(0, 7)}",
+            status=int(rng.choice([200, 200, 200, 429])),
+            message_count=int(rng.integers(1, 5)),
+            client_ip=f"198.51.{rng.integers(0, 4)}.{rng.integers(0, 40)}",
+            user_agent=str(rng.choice(["curl/8.4.0", "OpenAI/Python 1.51.0", "httpx/0.27"])),
+            capability_area=str(rng.choice(["coding", "math", "writing", "chit-chat"])),
+            reasoning_extraction_score=float(rng.random()),
+            prompt_tokens=int(rng.integers(1, 500)),
+        )
+        for t in np.sort(rng.uniform(0, 3 * DAY, size=400))
+    ]
+    whole = AccountTable()
+    whole.update(table(events))
+    split = AccountTable()
+    cuts = [0, *sorted(rng.choice(np.arange(1, 400), size=9, replace=False).tolist()), 400]
+    for start, end in itertools.pairwise(cuts):
+        split.update(table(events[start:end]))
+    numbers = np.array([split.index[a] for a in whole.ids])
+    expected, got = whole.features(), split.features(numbers)
+    for name, values in expected.items():
+        assert got[name].tolist() == pytest.approx(values.tolist()), name
+    assert whole.ip_bits.tolist()[: len(whole)] == split.ip_bits[numbers].tolist()
+    assert whole.ua_bits.tolist()[: len(whole)] == split.ua_bits[numbers].tolist()
+    requests = features_of(whole, "acct_3")["requests"]
+    assert requests == sum(e.account_id == "acct_3" for e in events)

@@ -13,7 +13,15 @@ import numpy as np
 import pyarrow as pa
 
 from hydraguard.detect.engine import REGISTRY_SCHEMA
-from hydraguard.detect.linkage import Clusters, Evidence, EvidenceLog, link
+from hydraguard.detect.linkage import (
+    TOP_VALUES_PER_ACCOUNT,
+    Clusters,
+    Evidence,
+    EvidenceLog,
+    _pack,
+    link,
+    shared_across_orgs,
+)
 from hydraguard.detect.request import signature_bands, template_fingerprint
 from hydraguard.events.schema import RequestEvent, events_to_table
 
@@ -186,3 +194,41 @@ def test_evidence_log_deduplicates_pairs_and_counts_requests() -> None:
     assert (account[template] == 0).all()
     assert counts[template].tolist() == [3] * int(template.sum())
     assert len(np.unique(value)) == len(value)  # one row per distinct (account, value)
+
+
+def test_compaction_merges_batches_into_sorted_distinct_pairs_with_summed_counts() -> None:
+    rng = np.random.default_rng(7)
+    batches = [rng.integers(0, 500, size=rng.integers(1, 400)).astype(np.uint64) for _ in range(12)]
+    log = EvidenceLog()
+    for batch in batches:
+        log.add(batch)
+        if rng.random() < 0.5:
+            log.compact()
+    log.compact()
+    expected, expected_counts = np.unique(np.concatenate(batches), return_counts=True)
+    assert log.pairs.tolist() == expected.tolist()
+    assert log.counts.tolist() == expected_counts.tolist()
+
+
+def test_top_per_account_keeps_each_account_kinds_most_repeated_values() -> None:
+    rng = np.random.default_rng(11)
+    log = EvidenceLog()
+    accounts = rng.integers(0, 6, size=3_000)
+    kinds = rng.choice([int(Evidence.TEMPLATE), int(Evidence.CLIENT_SUBNET)], size=3_000)
+    hashes = rng.integers(0, 60, size=3_000).astype(np.uint64)
+    for a, k, h in zip(accounts.tolist(), kinds.tolist(), hashes.tolist(), strict=True):
+        log.add(_pack(np.array([a]), Evidence(k), np.array([h], dtype=np.uint64)))
+    account, kind, _, counts = log.incidences()
+    top = log.top_per_account()
+    for a, k in itertools.product(range(6), (int(Evidence.TEMPLATE), int(Evidence.CLIENT_SUBNET))):
+        group = (account == a) & (kind == k)
+        assert top[group].sum() == min(TOP_VALUES_PER_ACCOUNT, group.sum())
+        if group.sum() > TOP_VALUES_PER_ACCOUNT:  # nothing left out is repeated more than something kept
+            assert counts[group & ~top].max() <= counts[group & top].min()
+
+
+def test_a_value_is_shared_across_orgs_only_when_two_orgs_hold_it() -> None:
+    value = np.array([5, 5, 5, 7, 7, 9, 11, 11], dtype=np.uint64)
+    org = np.array([1, 1, 1, 2, 3, 4, 6, 6])
+    assert shared_across_orgs(value, org).tolist() == [False, False, False, True, True, False, False, False]
+    assert shared_across_orgs(np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)).tolist() == []

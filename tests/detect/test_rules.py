@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hydraguard.decide.model import ScopeKind
 from hydraguard.detect import rules as rules_module
@@ -387,3 +391,41 @@ def test_default_loads_the_packaged_rule_directory(tmp_path: Path, monkeypatch: 
     write_rule(tmp_path / "shipped.yaml", id="shipped")
     monkeypatch.setattr(rules_module, "DEFAULT_DIR", tmp_path)
     assert [rule.id for rule in RuleSet.default().rules] == ["shipped"]
+
+
+VECTOR_CONDITIONS = [
+    {"all": ["account.a >= 0.5", "account.b < 3"]},
+    {"any": ["account.a == 1", {"not": "account.b != 2"}]},
+    {"all": ["account.a in [0, 1, 2.5]", {"not": "account.b not in [1, 2]"}]},
+    {"any": ["account.a > 0.25", "account.c == true", "account.d == word"]},
+    {"not": {"all": ["account.a <= 1", "account.b >= 0"]}},
+]
+FEATURE_VALUES = st.one_of(st.sampled_from([0.0, 0.5, 1.0, 2.0, 2.5, 3.0]), st.just(math.nan), st.floats(-5, 5))
+
+
+@pytest.mark.parametrize("when", VECTOR_CONDITIONS)
+@settings(max_examples=60, deadline=None)
+@given(data=st.lists(st.tuples(FEATURE_VALUES, FEATURE_VALUES), min_size=1, max_size=12))
+def test_holds_each_agrees_with_holds_row_by_row(when: dict[str, Any], data: list[tuple[float, float]]) -> None:
+    """The vectorized path (engine: which accounts any rule fires on) never disagrees with the exact one: NaN is
+    absent, and a numeric column never matches a boolean or string literal."""
+    condition = rules_module.compile_condition(when)
+    columns = {"account.a": np.array([a for a, _ in data]), "account.b": np.array([b for _, b in data])}
+    each = condition.holds_each(columns, len(data))
+    one_by_one = [condition.holds({"account.a": a, "account.b": b}) for a, b in data]
+    assert each.tolist() == one_by_one
+
+
+def test_evaluate_each_gives_the_hits_evaluate_gives_one_subject_at_a_time() -> None:
+    ruleset = RuleSet((make_rule(), make_rule(id="many-agents", when={"all": ["account.distinct_user_agents >= 10"]})))
+    columns = {
+        "account.reasoning_share": np.array([0.9, 0.1, np.nan, 0.1, 0.95]),
+        "account.distinct_user_agents": np.array([1.0, 12.0, 1.0, np.nan, 30.0]),
+    }
+    each = list(ruleset.evaluate_each("account", columns, 5))
+    assert [row for row, _, _ in each] == [0, 1, 4]
+    for row, features, hits in each:
+        assert features == {name: float(values[row]) for name, values in columns.items()}
+        assert hits == ruleset.evaluate("account", features)
+    assert [hit.rule_id for hit in each[2][2]] == ["reasoning-heavy", "many-agents"]
+    assert list(ruleset.evaluate_each("cluster", columns, 5)) == []

@@ -51,11 +51,25 @@ _COUNTERS = (
 )
 
 
-def _bits(values: pa.Array) -> np.ndarray:
-    """One of 64 bits per value, from a stable hash (the same in every process)."""
-    unique, inverse = np.unique(values.fill_null("").to_numpy(zero_copy_only=False), return_inverse=True)
-    bits = np.array([1 << (zlib.crc32(v.encode()) & 63) for v in unique.tolist()], dtype=np.uint64)
-    return bits[inverse]
+def encode(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, list[str | None]]:
+    """Each row's index into the column's distinct values, and those values (None for null). Hash-based, in
+    arrow: per-row work in C, per-value work in Python."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    encoded = pc.dictionary_encode(values, null_encoding="encode")
+    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary.to_pylist()
+
+
+def _bit_numbers(values: list[str | None]) -> np.ndarray:
+    """One of 64 bit numbers per value, from a stable hash (the same in every process); null hashes as ''."""
+    return np.array([zlib.crc32((v or "").encode()) & 63 for v in values], dtype=np.int64)
+
+
+def _any_bits(slot: np.ndarray, bit: np.ndarray, slots: int) -> np.ndarray:
+    """Per slot, the 64-bit bitmap with the bits of its rows set."""
+    seen = np.zeros((slots, 64), dtype=bool)
+    seen[slot, bit] = True
+    return np.packbits(seen, axis=1, bitorder="little").view("<u8").ravel().astype(np.uint64)
 
 
 def _subnets(ips: pa.Array) -> pa.Array:
@@ -92,11 +106,14 @@ class AccountTable:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def numbers(self, account_ids: pa.Array) -> np.ndarray:
+    def numbers(self, account_ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
         """Account numbers for a column of ids (new ids get new numbers); -1 for a null id."""
-        unique, inverse = np.unique(account_ids.fill_null("").to_numpy(zero_copy_only=False), return_inverse=True)
-        numbers = np.empty(len(unique), dtype=np.int64)
-        for i, account in enumerate(unique.tolist()):
+        slot, ids = encode(account_ids)
+        return self._numbers_of(ids)[slot]
+
+    def _numbers_of(self, ids: list[str | None]) -> np.ndarray:
+        numbers = np.empty(len(ids), dtype=np.int64)
+        for i, account in enumerate(ids):
             if not account:
                 numbers[i] = -1
                 continue
@@ -106,7 +123,7 @@ class AccountTable:
                 self.ids.append(account)
             numbers[i] = n
         self._grow(len(self.ids))
-        return numbers[inverse]
+        return numbers
 
     def _grow(self, size: int) -> None:
         if size <= self._capacity:
@@ -125,72 +142,89 @@ class AccountTable:
         self._capacity = new
 
     def update(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
-        """Fold a time-ordered batch of events into the state; returns the batch's account numbers."""
-        account = self.numbers(batch.column("account_id"))
-        keep = account >= 0
-        if not keep.all():
-            batch = batch.filter(pa.array(keep))
-            account = account[keep]
-        if len(account) == 0:
-            return account
+        """Fold a time-ordered batch of events into the state; returns the batch's account numbers.
+
+        Each counter is summed per account with one `np.bincount` over the batch's account slots (its distinct
+        accounts), then added to the accounts' rows: no per-row scatter into the whole table."""
+        slot, ids = encode(batch.column("account_id"))
+        numbers = self._numbers_of(ids)
+        if (numbers < 0).any():  # rows without an account are not anyone's behaviour
+            keep = numbers[slot] >= 0
+            batch, slot = batch.filter(pa.array(keep)), slot[keep]
+            used = numbers >= 0
+            slot, numbers = (np.cumsum(used) - 1)[slot], numbers[used]
+        if len(slot) == 0:
+            return np.zeros(0, dtype=np.int64)
+        accounts, slots = numbers, len(numbers)
+
+        def total(weights: np.ndarray | None = None) -> np.ndarray:
+            return np.bincount(slot, weights, minlength=slots)
+
         time = batch.column("time").to_numpy()
         status = batch.column("status").to_numpy()
         add = self.counts
-        ones = np.ones(len(account))
-        np.add.at(add["requests"], account, ones)
-        np.add.at(add["served"], account, status == 200)
-        np.add.at(add["refused"], account, status != 200)
-        banned = (
-            pc.equal(batch.column("refusal_reason"), "account_banned").fill_null(False).to_numpy(zero_copy_only=False)
-        )
-        np.add.at(add["banned_refusals"], account, banned)
-        messages = batch.column("message_count").to_numpy()
         ok = status == 200  # shares are of served requests
-        np.add.at(add["multi_turn"], account, ok & (messages >= 3))  # user, assistant, user: a conversation goes on
+        add["requests"][accounts] += total()
+        add["served"][accounts] += total(ok)
+        add["refused"][accounts] += total(~ok)
+        banned = pc.equal(batch.column("refusal_reason"), "account_banned").fill_null(False)
+        add["banned_refusals"][accounts] += total(banned.to_numpy(zero_copy_only=False))
+        messages = batch.column("message_count").to_numpy()
+        add["multi_turn"][accounts] += total(ok & (messages >= 3))  # user, assistant, user: a conversation goes on
         score = batch.column("reasoning_extraction_score").fill_null(0).to_numpy()
-        np.add.at(add["reasoning"], account, ok & (score >= REASONING_THRESHOLD))
-        np.add.at(
-            add["intel_matched"], account, pc.is_valid(batch.column("intel_matches")).to_numpy(zero_copy_only=False)
+        add["reasoning"][accounts] += total(ok & (score >= REASONING_THRESHOLD))
+        add["intel_matched"][accounts] += total(
+            pc.is_valid(batch.column("intel_matches")).to_numpy(zero_copy_only=False)
         )
-        np.add.at(add["prompt_tokens"], account, batch.column("prompt_tokens").fill_null(0).to_numpy())
-        np.add.at(add["completion_tokens"], account, batch.column("completion_tokens").fill_null(0).to_numpy())
+        add["prompt_tokens"][accounts] += total(batch.column("prompt_tokens").fill_null(0).to_numpy())
+        add["completion_tokens"][accounts] += total(batch.column("completion_tokens").fill_null(0).to_numpy())
 
-        np.minimum.at(self.first_seen, account, time)
-        first_day = time < self.first_seen[account] + 86_400
-        np.add.at(add["first_day_requests"], account, first_day)
+        # each account's rows in time order (the batch is time-ordered; a stable sort keeps it so)
+        order = np.argsort(slot, kind="stable")
+        acc, t = slot[order], time[order]
+        starts = np.r_[True, acc[1:] != acc[:-1]]
+        ends = np.r_[acc[1:] != acc[:-1], True]
+        self.first_seen[accounts[acc[starts]]] = np.minimum(self.first_seen[accounts[acc[starts]]], t[starts])
+        first_day = time < self.first_seen[accounts[slot]] + 86_400
+        add["first_day_requests"][accounts] += total(first_day)
 
         # inter-arrival gaps, within the batch and from each account's previous request
-        order = np.lexsort((time, account))
-        acc, t = account[order], time[order]
         previous = np.empty_like(t)
         previous[1:] = t[:-1]
-        starts = np.r_[True, acc[1:] != acc[:-1]]
-        previous[starts] = self.last_seen[acc[starts]]
+        previous[starts] = self.last_seen[accounts[acc[starts]]]
         gap = t - previous
         valid = np.isfinite(gap)
         log_gap = np.log1p(np.maximum(gap[valid], 0))
-        np.add.at(add["gaps"], acc[valid], 1)
-        np.add.at(add["log_gap_sum"], acc[valid], log_gap)
-        np.add.at(add["log_gap_sq"], acc[valid], log_gap**2)
-        np.maximum.at(self.last_seen, account, time)
+        add["gaps"][accounts] += np.bincount(acc[valid], minlength=slots)
+        add["log_gap_sum"][accounts] += np.bincount(acc[valid], log_gap, minlength=slots)
+        add["log_gap_sq"][accounts] += np.bincount(acc[valid], log_gap**2, minlength=slots)
+        self.last_seen[accounts[acc[ends]]] = np.maximum(self.last_seen[accounts[acc[ends]]], t[ends])
 
         # distinct hours active: count each account's new hour buckets in time order
         hour = (t // 3600).astype(np.int64)
         previous_hour = np.empty_like(hour)
         previous_hour[1:] = hour[:-1]
-        previous_hour[starts] = self.last_hour[acc[starts]]
-        np.add.at(add["hour_buckets"], acc, hour != previous_hour)
-        ends = np.r_[acc[1:] != acc[:-1], True]
-        self.last_hour[acc[ends]] = hour[ends]
+        previous_hour[starts] = self.last_hour[accounts[acc[starts]]]
+        add["hour_buckets"][accounts] += np.bincount(acc, hour != previous_hour, minlength=slots)
+        self.last_hour[accounts[acc[ends]]] = hour[ends]
 
-        np.add.at(self.hours, (account, ((time % 86_400) // 3600).astype(np.int64)), 1)
-        np.add.at(self.phase, (account, ((time % 60) // (60 / PHASE_BINS)).astype(np.int64)), 1)
+        self.hours[accounts] += self._binned(slot, ((time % 86_400) // 3600).astype(np.int64), 24, slots)
+        phase = ((time % 60) // (60 / PHASE_BINS)).astype(np.int64)
+        self.phase[accounts] += self._binned(slot, phase, PHASE_BINS, slots)
         area = pc.index_in(batch.column("capability_area"), value_set=pa.array(AREAS)).fill_null(len(AREAS) - 1)
-        np.add.at(self.areas, (account, area.to_numpy()), 1)
-        np.bitwise_or.at(self.ip_bits, account, _bits(batch.column("client_ip")))
-        np.bitwise_or.at(self.subnet_bits, account, _bits(_subnets(batch.column("client_ip"))))
-        np.bitwise_or.at(self.ua_bits, account, _bits(batch.column("user_agent")))
-        return account
+        self.areas[accounts] += self._binned(slot, area.to_numpy(zero_copy_only=False), len(AREAS), slots)
+        ip_code, ips = encode(batch.column("client_ip"))
+        self.ip_bits[accounts] |= _any_bits(slot, _bit_numbers(ips)[ip_code], slots)
+        subnets = _subnets(pa.array([ip or "" for ip in ips], pa.string())).to_pylist()
+        self.subnet_bits[accounts] |= _any_bits(slot, _bit_numbers(subnets)[ip_code], slots)
+        agent_code, agents = encode(batch.column("user_agent"))
+        self.ua_bits[accounts] |= _any_bits(slot, _bit_numbers(agents)[agent_code], slots)
+        return accounts[slot]
+
+    @staticmethod
+    def _binned(slot: np.ndarray, bins: np.ndarray, width: int, slots: int) -> np.ndarray:
+        """(slots, width) counts of rows per slot and bin."""
+        return np.bincount(slot * width + bins, minlength=slots * width).reshape(slots, width)
 
     def features(self, numbers: np.ndarray | None = None, now: float | None = None) -> dict[str, np.ndarray]:
         """Named account features (`account.<name>` in rules) for the given account numbers (default: all)."""

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from hydraguard.accounts.models import Account
 from hydraguard.detect.accounts import EVENT_COLUMNS, AccountTable
-from hydraguard.detect.linkage import FAMILY, Clusters, Evidence, EvidenceLog, link
+from hydraguard.detect.linkage import FAMILY, Clusters, Evidence, EvidenceLog, link, shared_across_orgs
 from hydraguard.detect.request import signature_bands
 from hydraguard.detect.rules import Action, Hit, RuleSet
 
@@ -215,15 +215,11 @@ class Engine:
         if len(active) == 0:
             return []
         features = self.account_features(active)
-        names = list(features)
-        rows = np.column_stack([features[n] for n in names]).tolist()
+        columns = {f"account.{n}": v.astype(float) for n, v in features.items()}
         detections = []
-        for number, row in zip(active.tolist(), rows, strict=True):
-            values = {f"account.{n}": v for n, v in zip(names, row, strict=True)}
-            hits = self.rules.evaluate("account", values)
-            if hits:
-                account = self.accounts.ids[number]
-                detections.append(Detection(at, "account", account, (account,), tuple(hits), values))
+        for row, values, hits in self.rules.evaluate_each("account", columns, len(active)):
+            account = self.accounts.ids[active[row]]
+            detections.append(Detection(at, "account", account, (account,), tuple(hits), values))
         return detections
 
     def _org_numbers_for(self) -> np.ndarray:
@@ -283,15 +279,14 @@ class Engine:
         """The members a cluster's hits cover: for a rule with a `members` condition, those whose own features meet
         it (a bystander linked by a shared exit or a popular prompt shows none of the campaign's behaviour), else
         all of them."""
-        if all(hit.members is None for hit in hits):
+        if any(hit.members is None for hit in hits):
             return members
-        features = {**features, "payment_shared": payment_shared[members].astype(float)}
-        names = list(features)
-        rows = np.column_stack([features[n] for n in names]).tolist()
+        features = {**features, "payment_shared": payment_shared[members]}
+        columns = {f"account.{n}": v.astype(float) for n, v in features.items()}
         keep = np.zeros(len(members), dtype=bool)
-        for i, row in enumerate(rows):
-            values = {f"account.{n}": v for n, v in zip(names, row, strict=True)}
-            keep[i] = any(hit.members is None or hit.members.holds(values) for hit in hits)
+        for hit in hits:
+            if hit.members is not None:  # always, past the check above
+                keep |= hit.members.holds_each(columns, len(members))
         return members[keep]
 
     def _cluster_id(self, ids: tuple[str, ...]) -> str:
@@ -339,11 +334,7 @@ class Engine:
         chosen = kind == int(Evidence.PAYMENT)
         account, value = account[chosen], value[chosen]
         shared = np.zeros(len(self.accounts), dtype=bool)
-        if len(account):
-            orgs = self._org_numbers_for()[account].astype(np.uint64)
-            value_org = np.unique((value << np.uint64(24)) | orgs)
-            values, org_count = np.unique(value_org >> np.uint64(24), return_counts=True)
-            shared[account[np.isin(value, values[org_count >= 2])]] = True
+        shared[account[shared_across_orgs(value, self._org_numbers_for()[account])]] = True
         return shared
 
     def run(self, batches: Iterable[pa.RecordBatch]) -> list[Detection]:

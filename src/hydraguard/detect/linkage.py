@@ -4,8 +4,8 @@ Accounts are linked through shared *evidence values*: a payment fingerprint, a s
 a template's MinHash band key, a client subnet. The graph is bipartite (accounts and values), so a value shared
 by 20,000 accounts costs 20,000 edges, not 200 million. Each account-value edge is weighted by its kind's weight
 times the value's rarity, log(N / k) for a value seen on k of N accounts: a corporate NAT or a popular SDK links
-little, a rare template or card links much. Leiden (`leidenalg` on `igraph`) finds the communities; a cluster is
-the accounts of one community.
+little, a rare template or card links much. Leiden (igraph's own implementation, maximizing modularity) finds the
+communities; a cluster is the accounts of one community.
 
 Evidence accumulates as (account, value) pairs packed in one uint64 (24 bits of account number, 4 of kind, 36
 of value hash), deduplicated with `np.unique` as batches arrive.
@@ -14,21 +14,22 @@ of value hash), deduplicated with `np.unique` as batches arrive.
 from __future__ import annotations
 
 import enum
+import random
 import zlib
 from dataclasses import dataclass, field
 
 import igraph as ig
-import leidenalg
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from hydraguard.detect.accounts import _subnets
+from hydraguard.detect.accounts import _subnets, encode
 
 ACCOUNT_BITS, KIND_BITS, VALUE_BITS = 24, 4, 36
 MAX_ACCOUNTS = 1 << ACCOUNT_BITS
 TEMPLATE_BANDS = 4  # of the signature's 8 band keys: enough to collide, half the pairs to keep
 TOP_VALUES_PER_ACCOUNT = 24  # per evidence kind
+COUNT_MASK = (1 << 32) - 1  # request counts are ranked as 32-bit numbers (saturating)
 SUBNET_SAMPLE = 4  # keep client subnets whose hash is 0 mod this: accounts sharing many subnets still share some
 
 
@@ -100,6 +101,7 @@ class EvidenceLog:
     _pending: list[np.ndarray] = field(default_factory=list)
     _pending_size: int = 0
     _incidences: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+    _top: np.ndarray | None = None
     # value id -> the value itself, for the kinds whose ids are hashes (templates' ids are their band keys)
     _names: dict[int, str] = field(default_factory=dict)
 
@@ -110,15 +112,20 @@ class EvidenceLog:
             self.compact()
 
     def compact(self) -> None:
+        """Merge the pending pairs into the sorted, distinct `pairs`: a binary search and one insertion pass, so
+        the pairs already held are never sorted again."""
         if not self._pending:
             return
         new, new_counts = np.unique(np.concatenate(self._pending), return_counts=True)
-        merged = np.concatenate([self.pairs, new])
-        weights = np.concatenate([self.counts, new_counts])
-        self.pairs, inverse = np.unique(merged, return_inverse=True)
-        self.counts = np.bincount(inverse, weights=weights).astype(np.int64)
+        at = np.searchsorted(self.pairs, new)
+        held = at < len(self.pairs)
+        held[held] = self.pairs[at[held]] == new[held]
+        self.counts[at[held]] += new_counts[held]
+        self.pairs = np.insert(self.pairs, at[~held], new[~held])
+        self.counts = np.insert(self.counts, at[~held], new_counts[~held])
         self._pending, self._pending_size = [], 0
         self._incidences = None
+        self._top = None
 
     def observe_registry(self, accounts: np.ndarray, table: pa.Table, kinds: frozenset[Evidence] = ALL) -> None:
         """Registry evidence of accounts (numbers aligned with `table`'s rows): payment, signup subnet, domain."""
@@ -147,8 +154,10 @@ class EvidenceLog:
             self._observe_intel(accounts, batch.column("intel_matches"))
         if Evidence.CLIENT_SUBNET not in kinds:
             return
-        subnets = _subnets(batch.column("client_ip").fill_null(""))
-        unique, inverse = np.unique(subnets.to_numpy(zero_copy_only=False), return_inverse=True)
+        ip_code, ips = encode(batch.column("client_ip").fill_null(""))
+        subnet_of_ip = _subnets(pa.array(ips, pa.string())).to_numpy(zero_copy_only=False)
+        unique, subnet_code = np.unique(subnet_of_ip, return_inverse=True)
+        inverse = subnet_code[ip_code]
         unique_hashes = value_hashes(unique.tolist())
         kept = (unique_hashes % np.uint64(SUBNET_SAMPLE)) == 0
         self._names.update(
@@ -176,6 +185,37 @@ class EvidenceLog:
             key = value_id & ((1 << VALUE_BITS) - 1)
             return f"{key >> 32}:{key & 0xFFFFFFFF:08x}"
         return self._names[value_id]
+
+    def top_per_account(self) -> np.ndarray:
+        """Mask over `incidences()`: each (account, kind)'s TOP_VALUES_PER_ACCOUNT values by request count. An
+        account's most repeated templates and subnets are what it shares with its cluster; the long tail adds graph
+        edges, not evidence. Pairs are sorted by account, then kind, so each (account, kind) is one run of pairs;
+        only the runs longer than the cap are ranked."""
+        self.compact()
+        if self._top is not None:
+            return self._top
+        group = self.pairs >> np.uint64(VALUE_BITS)
+        starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]]) if len(group) else np.zeros(0, np.int64)
+        sizes = np.diff(np.r_[starts, len(group)])
+        top = np.ones(len(group), dtype=bool)
+        long_runs = sizes > TOP_VALUES_PER_ACCOUNT
+        if long_runs.any():
+            # a run's cut-off count is its TOP-th largest; ties at the cut-off are kept in pair order
+            index = np.flatnonzero(np.repeat(long_runs, sizes))
+            long_sizes = sizes[long_runs]
+            run = np.repeat(np.arange(len(long_sizes), dtype=np.uint64), long_sizes)
+            counts = np.minimum(self.counts[index], COUNT_MASK).astype(np.uint64)
+            descending = np.sort((run << np.uint64(32)) | (np.uint64(COUNT_MASK) - counts))
+            first = np.cumsum(long_sizes) - long_sizes
+            cut = np.uint64(COUNT_MASK) - (descending[first + TOP_VALUES_PER_ACCOUNT - 1] & np.uint64(COUNT_MASK))
+            above = counts > cut[run]
+            at_cut = counts == cut[run]
+            room = TOP_VALUES_PER_ACCOUNT - np.bincount(run.astype(np.int64), weights=above, minlength=len(long_sizes))
+            ties_before = np.cumsum(at_cut) - at_cut
+            ties_before -= np.repeat(ties_before[first], long_sizes)
+            top[index] = above | (at_cut & (ties_before < room[run]))
+        self._top = top
+        return top
 
     def incidences(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(account, kind, value id, requests) of every pair; value ids are kind and hash packed together."""
@@ -227,16 +267,13 @@ def link(
         keep &= (kind != int(k)) | (counts >= floor)
     if candidates is not None:
         keep &= (account < len(candidates)) & candidates[np.minimum(account, len(candidates) - 1)]
-    keep &= _top_per_account(account, kind, counts, TOP_VALUES_PER_ACCOUNT)
+    keep &= log.top_per_account()
     account, kind, value = account[keep], kind[keep], value[keep]
-    # a value counts when accounts of two or more orgs share it: count distinct (value, org) pairs
-    value_org = np.unique((value << np.uint64(ACCOUNT_BITS)) | orgs[account].astype(np.uint64))
-    org_values, org_count = np.unique(value_org >> np.uint64(ACCOUNT_BITS), return_counts=True)
-    keep = np.isin(value, org_values[org_count >= 2], assume_unique=False)
+    keep = shared_across_orgs(value, orgs[account])
     account, kind, value = account[keep], kind[keep], value[keep]
     values, value_index, sharing = np.unique(value, return_inverse=True, return_counts=True)
     label = np.full(accounts, -1, dtype=np.int64)
-    total = max(int(np.unique(account).size), 2)
+    total = max(len(_sorted_distinct(account)[0]), 2)  # incidences come sorted by account
     caps = DEFAULT_MAX_SHARE if max_share is None else max_share
     cap = np.full(16, np.inf)
     for k, share in caps.items():
@@ -250,20 +287,12 @@ def link(
         kind_weight[int(k)] = w
     edge_weight = kind_weight[kind] * np.log(total / sharing[value_index] + 1)
 
-    linked, account_vertex = np.unique(account, return_inverse=True)
+    linked, account_vertex = _sorted_distinct(account)
     used_values, value_vertex = np.unique(value_index, return_inverse=True)
     graph = ig.Graph(
-        n=len(linked) + len(used_values),
-        edges=np.column_stack([account_vertex, len(linked) + value_vertex]).tolist(),
-        edge_attrs={"weight": edge_weight.tolist()},
+        n=len(linked) + len(used_values), edges=np.column_stack([account_vertex, len(linked) + value_vertex])
     )
-    partition = leidenalg.find_partition(
-        graph,
-        leidenalg.RBConfigurationVertexPartition,
-        weights="weight",
-        resolution_parameter=resolution,
-        seed=seed,
-    )
+    partition = _leiden(graph, edge_weight, resolution, seed)
     membership = np.array(partition.membership[: len(linked)])
     members: list[np.ndarray] = []
     strength: list[np.ndarray] = []
@@ -282,16 +311,36 @@ def link(
     return Clusters(members, strength, evidence, label)
 
 
-def _top_per_account(account: np.ndarray, kind: np.ndarray, counts: np.ndarray, top: int) -> np.ndarray:
-    """Mask of each (account, kind)'s `top` values by request count: an account's most repeated templates and
-    subnets are what it shares with its cluster; the long tail adds graph edges, not evidence."""
-    order = np.lexsort((-counts, kind, account))
-    group = (account[order] << 4) | kind[order]
-    starts = np.r_[0, np.flatnonzero(group[1:] != group[:-1]) + 1]
-    rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
-    mask = np.empty(len(order), dtype=bool)
-    mask[order] = rank < top
-    return mask
+def shared_across_orgs(value: np.ndarray, org: np.ndarray) -> np.ndarray:
+    """Per (value, org) element: whether another org holds the same value too. The registry already ties an org's
+    accounts together, and a company card or office NAT is not evidence; a card two orgs use is."""
+    if len(value) == 0:
+        return np.zeros(0, dtype=bool)
+    pairs = np.sort((value << np.uint64(ACCOUNT_BITS)) | org.astype(np.uint64))
+    held = pairs[np.r_[True, pairs[1:] != pairs[:-1]]] >> np.uint64(ACCOUNT_BITS)  # each (value, org) once
+    repeated = held[1:][held[1:] == held[:-1]]  # sorted: a value held by n orgs appears n - 1 times
+    if len(repeated) == 0:
+        return np.zeros(len(value), dtype=bool)
+    at = np.minimum(np.searchsorted(repeated, value), len(repeated) - 1)
+    return repeated[at] == value
+
+
+def _sorted_distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`np.unique(values, return_inverse=True)` for values already sorted: one linear pass, no sort."""
+    starts = np.r_[True, values[1:] != values[:-1]] if len(values) else np.zeros(0, dtype=bool)
+    return values[starts], np.cumsum(starts) - 1
+
+
+def _leiden(graph: ig.Graph, weights: np.ndarray, resolution: float, seed: int) -> ig.VertexClustering:
+    """Leiden communities maximizing modularity, reproducibly: igraph draws from Python's `random` module unless
+    given a generator, so each run gets its own, seeded."""
+    ig.set_random_number_generator(random.Random(seed))
+    try:
+        return graph.community_leiden(
+            objective_function="modularity", weights=weights.tolist(), resolution=resolution, n_iterations=2
+        )
+    finally:
+        ig.set_random_number_generator(random)
 
 
 def _top_evidence(

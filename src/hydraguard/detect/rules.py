@@ -17,6 +17,7 @@ from numbers import Real
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -35,6 +36,7 @@ from hydraguard.yamlfile import parse_yaml
 Scalar = float | int | str | bool
 FeatureValue = Scalar | None
 Features = Mapping[str, FeatureValue]
+Columns = Mapping[str, np.ndarray]  # one float64 array per feature, a value per subject; NaN: absent
 
 SUFFIXES = (".yaml", ".yml")
 DEFAULT_DIR = Path(__file__).parent / "rules"
@@ -162,6 +164,16 @@ class Leaf:
         value = features.get(self.feature)
         return _kind(value) == self.kind and _OPS[self.op](value, self.expected)
 
+    def holds_each(self, columns: Columns, rows: int) -> np.ndarray:
+        values = columns.get(self.feature)
+        if values is None or self.kind != "number":  # numeric columns hold no strings or booleans
+            return np.zeros(rows, dtype=bool)
+        present = ~np.isnan(values)
+        if self.op in ("in", "not in"):
+            found = np.isin(values, np.array(self.expected, dtype=float))
+            return present & (found if self.op == "in" else ~found)
+        return present & _OPS[self.op](values, self.expected)
+
     def why(self, features: Features, outcome: bool) -> list[str]:
         value = features.get(self.feature)
         seen = "is absent" if value is None else f"= {_render(value)}"
@@ -180,6 +192,9 @@ class AllOf:
 
     def holds(self, features: Features) -> bool:
         return all(child.holds(features) for child in self.children)
+
+    def holds_each(self, columns: Columns, rows: int) -> np.ndarray:
+        return np.logical_and.reduce([child.holds_each(columns, rows) for child in self.children])
 
     def why(self, features: Features, outcome: bool) -> list[str]:
         parts = self.children if outcome else [c for c in self.children if not c.holds(features)]
@@ -200,6 +215,9 @@ class AnyOf:
     def holds(self, features: Features) -> bool:
         return any(child.holds(features) for child in self.children)
 
+    def holds_each(self, columns: Columns, rows: int) -> np.ndarray:
+        return np.logical_or.reduce([child.holds_each(columns, rows) for child in self.children])
+
     def why(self, features: Features, outcome: bool) -> list[str]:
         parts = [c for c in self.children if c.holds(features)] if outcome else self.children
         return [reason for child in parts for reason in child.why(features, outcome)]
@@ -219,6 +237,9 @@ class Not:
     def holds(self, features: Features) -> bool:
         return not self.child.holds(features)
 
+    def holds_each(self, columns: Columns, rows: int) -> np.ndarray:
+        return ~self.child.holds_each(columns, rows)
+
     def why(self, features: Features, outcome: bool) -> list[str]:
         return self.child.why(features, not outcome)
 
@@ -229,7 +250,8 @@ class Not:
         return {"not": self.child.source()}
 
 
-# Every node: `holds(features)`; `why(features, outcome)`, the leaves that make it evaluate to `outcome` (which
+# Every node: `holds(features)`; `holds_each(columns, rows)`, the same for many subjects at once (numeric columns,
+# NaN for absent); `why(features, outcome)`, the leaves that make it evaluate to `outcome` (which
 # it does), rendered; `features()`, the names it reads; `source()`, its YAML form.
 Condition = Leaf | AllOf | AnyOf | Not
 
@@ -431,21 +453,38 @@ class RuleSet:
         """The rule pack shipped in the package (`hydraguard/detect/rules/`)."""
         return cls.load([DEFAULT_DIR])
 
+    def evaluate_each(
+        self, level: str, columns: Columns, rows: int
+    ) -> Iterator[tuple[int, dict[str, float], list[Hit]]]:
+        """`evaluate` for many subjects given as numeric feature columns: (row, its features, its hits) for each
+        subject some rule fires on, in row order. The conditions run on whole columns; only the hits are
+        explained one subject at a time."""
+        wanted = Level(level)
+        fired = [(rule, rule.when.holds_each(columns, rows)) for rule in self.rules if rule.level is wanted]
+        if not fired:
+            return
+        names = list(columns)
+        for row in np.flatnonzero(np.logical_or.reduce([mask for _, mask in fired])).tolist():
+            features = {name: float(columns[name][row]) for name in names}
+            yield row, features, [_hit(rule, rule.when.why(features, True)) for rule, mask in fired if mask[row]]
+
     def evaluate(self, level: str, features: Features) -> list[Hit]:
         """The hits of this level's rules on one subject's features, in load order."""
         wanted = Level(level)
         return [
-            Hit(
-                rule_id=rule.id,
-                version=rule.version,
-                severity=rule.severity,
-                action=rule.action,
-                scope=rule.scope,
-                ttl=rule.ttl,
-                shadow=rule.shadow,
-                reasons=tuple(rule.explain(features)),
-                members=rule.members,
-            )
-            for rule in self.rules
-            if rule.level is wanted and rule.matches(features)
+            _hit(rule, rule.explain(features)) for rule in self.rules if rule.level is wanted and rule.matches(features)
         ]
+
+
+def _hit(rule: Rule, reasons: list[str]) -> Hit:
+    return Hit(
+        rule_id=rule.id,
+        version=rule.version,
+        severity=rule.severity,
+        action=rule.action,
+        scope=rule.scope,
+        ttl=rule.ttl,
+        shadow=rule.shadow,
+        reasons=tuple(reasons),
+        members=rule.members,
+    )
