@@ -192,7 +192,7 @@ def test_starter_file_loads_with_the_three_tiers(tmp_path):
     defaults = Settings()
     for name in ("free", "standard", "enterprise"):
         assert settings.tiers[name] == defaults.tiers[name]
-    for section in ("server", "backend", "events", "limits", "logging", "registry"):
+    for section in ("server", "backend", "events", "limits", "logging", "registry", "detect"):
         ours = getattr(settings, section).model_dump()
         base = getattr(defaults, section).model_dump()
         if section == "server":

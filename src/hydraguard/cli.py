@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import json
 import re
@@ -105,6 +106,43 @@ def _actor():  # type: ignore[no-untyped-def]
     return Actor(f"cli:{getpass.getuser()}")
 
 
+PollIntervalOption = Annotated[
+    float | None, typer.Option(min=0.1, help="Seconds between reads of the event log (default: detect.poll_interval).")
+]
+AnalysisIntervalOption = Annotated[
+    float | None,
+    typer.Option(min=1, help="Seconds between account-rule analyses (default: detect.analysis_interval)."),
+]
+LinkageIntervalOption = Annotated[
+    float | None,
+    typer.Option(
+        min=1,
+        help="Seconds between linkages (cluster rules); a multiple of the above (default: detect.linkage_interval).",
+    ),
+]
+
+
+def _detect_options(
+    settings: config_module.Settings,
+    poll_interval: float | None,
+    analysis_interval: float | None,
+    linkage_interval: float | None,
+) -> None:
+    """The detection options given on the command line, over the config's `[detect]`."""
+    given = {
+        "poll_interval": poll_interval,
+        "analysis_interval": analysis_interval,
+        "linkage_interval": linkage_interval,
+    }
+    detect = settings.detect.model_copy(update={k: v for k, v in given.items() if v is not None})
+    if detect.linkage_interval < detect.analysis_interval:
+        _fail(
+            "--linkage-interval must be at least --analysis-interval "
+            f"(here {detect.linkage_interval:g} < {detect.analysis_interval:g}, with [detect] for the ones not given)"
+        )
+    settings.detect = detect
+
+
 def _fail(message: str) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
@@ -132,8 +170,18 @@ def serve(
     upstream: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL to protect.")] = None,
     host: Annotated[str | None, typer.Option()] = None,
     port: Annotated[int | None, typer.Option()] = None,
+    detect: Annotated[
+        bool | None,
+        typer.Option(
+            "--detect/--no-detect",
+            help="Also run streaming detection, in a supervised background process (default: detect.in_serve).",
+        ),
+    ] = None,
+    poll_interval: PollIntervalOption = None,
+    analysis_interval: AnalysisIntervalOption = None,
+    linkage_interval: LinkageIntervalOption = None,
 ) -> None:
-    """Run the gateway in front of an upstream model server."""
+    """Run the gateway in front of an upstream model server (and, with --detect, streaming detection beside it)."""
 
     settings = _settings()
     if upstream:
@@ -142,6 +190,9 @@ def serve(
         settings.server.host = host
     if port is not None:
         settings.server.port = port
+    if detect is not None:
+        settings.detect.in_serve = detect
+    _detect_options(settings, poll_interval, analysis_interval, linkage_interval)
     _run_gateway(settings)
 
 
@@ -157,17 +208,26 @@ def _run_gateway(settings: config_module.Settings) -> None:
         gateway = build_gateway(settings)
     except (config_module.ConfigError, SchemaError) as exc:
         _fail(str(exc))
-    uvicorn.run(
-        gateway,
-        host=settings.server.host,
-        port=settings.server.port,
-        loop="uvloop",
-        http="httptools",
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        proxy_headers=False,  # X-Forwarded-For is believed only from `server.trusted_proxies`, by the gateway
-    )
+    with _detection_beside(settings):
+        uvicorn.run(
+            gateway,
+            host=settings.server.host,
+            port=settings.server.port,
+            loop="uvloop",
+            http="httptools",
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            proxy_headers=False,  # X-Forwarded-For is believed only from `server.trusted_proxies`, by the gateway
+        )
+
+
+def _detection_beside(settings: config_module.Settings) -> contextlib.AbstractContextManager[object]:
+    if not settings.detect.in_serve:
+        return contextlib.nullcontext()
+    from hydraguard.detect.background import beside_server
+
+    return beside_server(settings)
 
 
 @app.command()
@@ -361,24 +421,25 @@ def analyze(
 @app.command()
 def detect(
     follow: Annotated[bool, typer.Option("--follow", help="Keep following the event log (else one pass).")] = False,
-    poll_interval: Annotated[float, typer.Option(min=0.1, help="Seconds between reads of the log.")] = 5.0,
-    analysis_interval: Annotated[float, typer.Option(min=1, help="Seconds between account-rule analyses.")] = 3600,
-    linkage_interval: Annotated[
-        float, typer.Option(min=1, help="Seconds between linkages (cluster rules); a multiple of the above.")
-    ] = 21_600,
+    poll_interval: PollIntervalOption = None,
+    analysis_interval: AnalysisIntervalOption = None,
+    linkage_interval: LinkageIntervalOption = None,
 ) -> None:
     """Streaming detection on the gateway's event log: campaigns in the registry, decisions to the gateway."""
     from hydraguard import logs
-    from hydraguard.detect.engine import EngineSettings
+    from hydraguard.detect.background import engine_settings
     from hydraguard.detect.worker import follow as follow_log
 
     settings = _settings()
     logs.configure(settings.logging.level, settings.logging.json_format)
-    if linkage_interval < analysis_interval:
-        _fail("--linkage-interval must be at least --analysis-interval")
-    engine = EngineSettings(analysis_interval=analysis_interval, linkage_interval=linkage_interval)
+    _detect_options(settings, poll_interval, analysis_interval, linkage_interval)
     try:
-        step = follow_log(settings, once=not follow, poll_interval=poll_interval, engine_settings=engine)
+        step = follow_log(
+            settings,
+            once=not follow,
+            poll_interval=settings.detect.poll_interval,
+            engine_settings=engine_settings(settings.detect),
+        )
     except config_module.ConfigError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:

@@ -202,6 +202,26 @@ class AdminConfig(_Section):
     port: int = Field(default=8081, ge=0, le=65535)
 
 
+class DetectConfig(_Section):
+    """Streaming detection (`hydraguard detect --follow`, or in the background of `hydraguard serve`)."""
+
+    in_serve: bool = False  # `hydraguard serve` also runs the detection worker, as a supervised child process
+    poll_interval: float = Field(default=5.0, ge=0.1)  # seconds between reads of the event log
+    analysis_interval: float = Field(default=3_600.0, ge=1)  # seconds of event time between account-rule analyses
+    linkage_interval: float = Field(default=21_600.0, ge=1)  # ... between linkages (cluster rules)
+    # a crashed background worker is restarted after this many seconds, doubled after each crash up to the maximum
+    restart_backoff: float = Field(default=1.0, gt=0)
+    restart_max_backoff: float = Field(default=300.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered_intervals(self) -> DetectConfig:
+        if self.linkage_interval < self.analysis_interval:
+            raise ValueError("detect.linkage_interval must be at least detect.analysis_interval")
+        if self.restart_max_backoff < self.restart_backoff:
+            raise ValueError("detect.restart_max_backoff must be at least detect.restart_backoff")
+        return self
+
+
 IndicatorKindName = Literal[
     "ip", "asn", "email_domain", "payment_fingerprint", "user_agent", "key_fingerprint", "template_signature"
 ]
@@ -361,6 +381,7 @@ class Settings(BaseSettings):
     verification: VerificationConfig = VerificationConfig()
     intel: IntelConfig = IntelConfig()
     alerts: AlertsConfig = AlertsConfig()
+    detect: DetectConfig = DetectConfig()
 
     @classmethod
     def settings_customise_sources(

@@ -20,6 +20,7 @@ from hydraguard.detect.engine import Engine, EngineSettings
 from hydraguard.detect.worker import DetectionWorker, EventFollower
 from hydraguard.events.log import EventLog
 from hydraguard.events.schema import table_to_events
+from tests.detect.helpers import seed_harvester
 from tests.detect.test_engine import T0, build_stream
 
 HOUR = 3600.0
@@ -116,7 +117,6 @@ def test_hydraguard_detect_makes_one_pass_and_blocks_a_reasoning_harvester(
 
     from hydraguard import config as config_module
     from hydraguard.cli import app
-    from hydraguard.events.schema import RequestEvent
     from hydraguard.gateway.build import open_registry
 
     monkeypatch.chdir(tmp_path)
@@ -125,27 +125,7 @@ def test_hydraguard_detect_makes_one_pass_and_blocks_a_reasoning_harvester(
     runner = CliRunner()
     assert runner.invoke(app, ["init"]).exit_code == 0
     settings = config_module.load("hydraguard.toml")
-    registry = open_registry(settings)
-    org = registry.create_org("solo")
-    harvester = registry.create_account(org.id)
-    bystander = registry.create_account(org.id)
-    registry.close()
-    gateway_log = EventLog(settings.events.dir)
-    start = time.time() - 2 * HOUR
-    for n in range(40):
-        for account, score in ((harvester.id, 0.9), (bystander.id, 0.0)):
-            gateway_log.append(
-                RequestEvent(
-                    time=start + n * 60.0,
-                    request_id=f"req_{account}_{n}",
-                    endpoint="/v1/chat/completions",
-                    account_id=account,
-                    org_id=org.id,
-                    status=200,
-                    reasoning_extraction_score=score,
-                )
-            )
-    gateway_log.close()
+    harvester, bystander = seed_harvester(settings)
 
     result = runner.invoke(app, ["detect", "--analysis-interval", "600", "--linkage-interval", "3600"])
     assert result.exit_code == 0, result.output
@@ -155,10 +135,10 @@ def test_hydraguard_detect_makes_one_pass_and_blocks_a_reasoning_harvester(
     registry = open_registry(settings)
     store = SqlDecisionStore(registry.engine)
     asyncio.run(store.refresh(force=True))
-    matched = store.match(key_id=None, account_id=harvester.id, ip=None)
+    matched = store.match(key_id=None, account_id=harvester, ip=None)
     assert [(d.type, d.source) for d in matched] == [(DecisionType.BLOCK, "detect:reasoning-trace-harvest")]
-    assert store.match(key_id=None, account_id=bystander.id, ip=None) == []
-    assert [c.id for c in CampaignStore(registry.engine).list()] == [harvester.id]
+    assert store.match(key_id=None, account_id=bystander, ip=None) == []
+    assert [c.id for c in CampaignStore(registry.engine).list()] == [harvester]
     registry.close()
 
     bad = runner.invoke(app, ["detect", "--analysis-interval", "600", "--linkage-interval", "60"])

@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import pyarrow as pa
 
@@ -138,6 +139,18 @@ class DetectionWorker:
                 await asyncio.wait_for(stop.wait(), poll_interval)
 
 
+class StopSignal(Protocol):
+    """Set from outside the worker's event loop: a `threading.Event`, or a `multiprocessing` one from a parent."""
+
+    def is_set(self) -> bool: ...
+
+
+async def _relay(signal: StopSignal, stop: asyncio.Event, check_interval: float = 0.2) -> None:
+    while not signal.is_set():
+        await asyncio.sleep(check_interval)
+    stop.set()
+
+
 def follow(
     settings: Settings,
     *,
@@ -145,9 +158,11 @@ def follow(
     poll_interval: float = 5.0,
     engine_settings: EngineSettings | None = None,
     rules: RuleSet | None = None,
+    stop_signal: StopSignal | None = None,
 ) -> Step:
     """Run the worker on the configured event log, registry and decision store: one pass over what the log holds
-    (`once`), or following it until interrupted. Returns the (last) step's counts."""
+    (`once`), or following it until interrupted or `stop_signal` is set (checked between steps). Returns the
+    (last) step's counts."""
     from hydraguard.gateway.build import build_decision_store, open_registry
     from hydraguard.intel.alerts import alerter_from_settings
 
@@ -171,7 +186,10 @@ def follow(
             if once:
                 return await worker.step()
             stop = asyncio.Event()
+            relay = asyncio.create_task(_relay(stop_signal, stop)) if stop_signal is not None else None
             await worker.run(poll_interval, stop)
+            if relay is not None:
+                await relay
             return Step(0, 0, 0, 0)
         finally:
             await decisions.close()
