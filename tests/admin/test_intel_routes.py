@@ -128,7 +128,7 @@ def test_feeds_are_applied_all_or_nothing(
     )
     assert no_kind.status_code == 422 and "kind" in no_kind.json()["detail"]
     invalid_stix = client.post(
-        "/v1/intel/feeds", json={"format": "stix", "source": "lab-d", "content": "{\"type\": 1"}, headers=analyst
+        "/v1/intel/feeds", json={"format": "stix", "source": "lab-d", "content": '{"type": 1'}, headers=analyst
     )
     assert invalid_stix.status_code == 422
     assert services.intel_summary()["indicators"] == 3 and len(services.audit_page()) == entries

@@ -157,4 +157,3 @@ def _refused(services: AdminServices, request: Request) -> tuple[int, str] | Non
     if not token.role.allows(Role.VIEWER):
         return 403, f"this needs the {Role.VIEWER} role"
     return None
-
