@@ -14,7 +14,11 @@ import pyarrow as pa
 
 from hydraguard.detect.engine import REGISTRY_SCHEMA
 from hydraguard.detect.linkage import (
+    KEPT_VALUES_PER_ACCOUNT,
+    PROBATION_DAYS,
+    TEMPLATE_BANDS,
     TOP_VALUES_PER_ACCOUNT,
+    VALUE_BITS,
     Clusters,
     Evidence,
     EvidenceLog,
@@ -174,11 +178,42 @@ def test_a_template_seen_once_per_account_is_not_evidence() -> None:
         world.send(f"acct_user{i}", TEMPLATE.format(task=TASKS[0]), 1)
     clusters, ids, log = world.link()
     assert clusters.members == []
-    _, kind, _, counts = log.incidences()
-    assert (kind == int(Evidence.TEMPLATE)).sum() == 12 * 4  # four band keys each, one request apiece
-    assert (counts[kind == int(Evidence.TEMPLATE)] == 1).all()
-    twice, _, _ = world.link(min_requests={Evidence.TEMPLATE: 1})
+    _, kind, _, _ = log.incidences()
+    assert (kind == int(Evidence.TEMPLATE)).sum() == 0  # on probation: each account used it once
+    for i in range(12):  # used again: now it is evidence, and it links them
+        world.send(f"acct_user{i}", TEMPLATE.format(task=TASKS[0]), 1)
+    twice, _, log = world.link()
     assert members(twice, ids) == [{f"acct_user{i}" for i in range(12)}]
+    _, kind, _, counts = log.incidences()
+    assert counts[kind == int(Evidence.TEMPLATE)].tolist() == [2] * 12 * TEMPLATE_BANDS
+
+
+def test_a_template_on_probation_is_forgotten_unless_used_again_within_the_probation() -> None:
+    key = np.array([42], dtype=np.uint64)
+    log = EvidenceLog()
+    log.add(_pack(np.array([0]), Evidence.TEMPLATE, key), time=0.0)
+    log.compact()
+    log.add(_pack(np.array([1]), Evidence.TEMPLATE, key), time=0.0)
+    log.compact()
+    log.add(_pack(np.array([0]), Evidence.TEMPLATE, key), time=(PROBATION_DAYS - 1) * 86_400.0)  # in time
+    log.compact()
+    log.add(_pack(np.array([1]), Evidence.TEMPLATE, key), time=(PROBATION_DAYS + 1) * 86_400.0)  # too late
+    log.compact()
+    account, _, _, counts = log.incidences()
+    assert account.tolist() == [0] and counts.tolist() == [2]
+
+
+def test_each_account_keeps_its_most_used_values_of_a_kind() -> None:
+    log = EvidenceLog()
+    many = np.arange(KEPT_VALUES_PER_ACCOUNT + 50, dtype=np.uint64)
+    log.add(_pack(np.zeros(len(many), dtype=np.int64), Evidence.CLIENT_SUBNET, many))
+    log.add(_pack(np.zeros(3, dtype=np.int64), Evidence.CLIENT_SUBNET, many[-3:]))  # used twice
+    log.compact()
+    _, _, value, counts = log.incidences()
+    assert len(value) == KEPT_VALUES_PER_ACCOUNT
+    assert counts.tolist().count(2) == 3  # the most used are kept; then the lowest hashes, the same for everyone
+    kept = value & np.uint64((1 << VALUE_BITS) - 1)
+    assert sorted(kept[counts == 1].tolist()) == list(range(KEPT_VALUES_PER_ACCOUNT - 3))
 
 
 def test_evidence_log_deduplicates_pairs_and_counts_requests() -> None:
@@ -198,7 +233,10 @@ def test_evidence_log_deduplicates_pairs_and_counts_requests() -> None:
 
 def test_compaction_merges_batches_into_sorted_distinct_pairs_with_summed_counts() -> None:
     rng = np.random.default_rng(7)
-    batches = [rng.integers(0, 500, size=rng.integers(1, 400)).astype(np.uint64) for _ in range(12)]
+    sizes = rng.integers(1, 400, size=12)
+    batches = [
+        _pack(rng.integers(0, 40, n), Evidence.EMAIL_DOMAIN, rng.integers(0, 30, n).astype(np.uint64)) for n in sizes
+    ]
     log = EvidenceLog()
     for batch in batches:
         log.add(batch)

@@ -28,7 +28,9 @@ from hydraguard.detect.accounts import _subnets, encode
 ACCOUNT_BITS, KIND_BITS, VALUE_BITS = 24, 4, 36
 MAX_ACCOUNTS = 1 << ACCOUNT_BITS
 TEMPLATE_BANDS = 4  # of the signature's 8 band keys: enough to collide, half the pairs to keep
-TOP_VALUES_PER_ACCOUNT = 24  # per evidence kind
+TOP_VALUES_PER_ACCOUNT = 24  # per evidence kind, in a linkage
+KEPT_VALUES_PER_ACCOUNT = 4 * TOP_VALUES_PER_ACCOUNT  # per evidence kind, in the log: the top ones and contenders
+PROBATION_DAYS = 3  # a template an account used once is forgotten unless it uses it again within this many days
 COUNT_MASK = (1 << 32) - 1  # request counts are ranked as 32-bit numbers (saturating)
 SUBNET_SAMPLE = 4  # keep client subnets whose hash is 0 mod this: accounts sharing many subnets still share some
 
@@ -94,38 +96,61 @@ def _hex_keys(signatures: pa.Array, bands: int) -> np.ndarray:
 
 @dataclass
 class EvidenceLog:
-    """Distinct (account, evidence value) pairs with how many requests carried each."""
+    """Distinct (account, evidence value) pairs with how many requests carried each, in bounded memory.
+
+    Two rules bound it. A template an account has used once waits on probation (`PROBATION_DAYS`) and becomes
+    evidence when the account uses it again: most prompts are one-offs whose band keys never recur, and a
+    campaign's templates recur by the thousand. And each (account, kind) keeps its `KEPT_VALUES_PER_ACCOUNT` most
+    used values, ties broken by value hash, so that accounts rotating through one pool of subnets keep the same
+    sample of it (bottom-k sampling); linkage reads the top `TOP_VALUES_PER_ACCOUNT` of those.
+    """
 
     pairs: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint64))
     counts: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     _pending: list[np.ndarray] = field(default_factory=list)
     _pending_size: int = 0
+    _day: int = 0  # the day (of event time) of the latest events added
+    _once: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint64))  # templates on probation
+    _once_day: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     _incidences: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
     _top: np.ndarray | None = None
     # value id -> the value itself, for the kinds whose ids are hashes (templates' ids are their band keys)
     _names: dict[int, str] = field(default_factory=dict)
 
-    def add(self, packed: np.ndarray) -> None:
+    def add(self, packed: np.ndarray, time: float | None = None) -> None:
         self._pending.append(packed)
         self._pending_size += len(packed)
+        if time is not None:
+            self._day = max(self._day, int(time // 86_400))
         if self._pending_size > max(4_000_000, len(self.pairs)):
             self.compact()
 
     def compact(self) -> None:
-        """Merge the pending pairs into the sorted, distinct `pairs`: a binary search and one insertion pass, so
-        the pairs already held are never sorted again."""
+        """Merge the pending pairs into the sorted, distinct `pairs` (binary searches and insertion passes: the
+        pairs held are never sorted again), then apply the probation and the per-account cap."""
         if not self._pending:
             return
         new, new_counts = np.unique(np.concatenate(self._pending), return_counts=True)
-        at = np.searchsorted(self.pairs, new)
-        held = at < len(self.pairs)
-        held[held] = self.pairs[at[held]] == new[held]
-        self.counts[at[held]] += new_counts[held]
-        self.pairs = np.insert(self.pairs, at[~held], new[~held])
-        self.counts = np.insert(self.counts, at[~held], new_counts[~held])
         self._pending, self._pending_size = [], 0
         self._incidences = None
         self._top = None
+        at, held = _find(self.pairs, new)
+        self.counts[at[held]] += new_counts[held]
+        new, new_counts = new[~held], new_counts[~held]
+        template = (new >> np.uint64(VALUE_BITS)) & np.uint64((1 << KIND_BITS) - 1) == np.uint64(Evidence.TEMPLATE)
+        recent = self._once_day > self._day - PROBATION_DAYS  # days of the latest events: exact to a compaction
+        self._once, self._once_day = self._once[recent], self._once_day[recent]
+        at, again = _find(self._once, new)
+        again &= template
+        new_counts[again] += 1  # the use on probation
+        self._once = np.delete(self._once, at[again])
+        self._once_day = np.delete(self._once_day, at[again])
+        once = template & ~again & (new_counts == 1)
+        self._once, self._once_day = _merged(self._once, self._once_day, new[once], np.full(once.sum(), self._day))
+        self.pairs, self.counts = _merged(self.pairs, self.counts, new[~once], new_counts[~once])
+        kept = _top_of_runs(self.pairs, self.counts, KEPT_VALUES_PER_ACCOUNT)
+        if not kept.all():
+            self.pairs, self.counts = self.pairs[kept], self.counts[kept]
 
     def observe_registry(self, accounts: np.ndarray, table: pa.Table, kinds: frozenset[Evidence] = ALL) -> None:
         """Registry evidence of accounts (numbers aligned with `table`'s rows): payment, signup subnet, domain."""
@@ -149,7 +174,8 @@ class EvidenceLog:
         valid = pc.is_valid(signatures).to_numpy(zero_copy_only=False)
         if Evidence.TEMPLATE in kinds and valid.any():
             keys = _hex_keys(signatures.filter(pa.array(valid)), TEMPLATE_BANDS)
-            self.add(_pack(np.repeat(accounts[valid], TEMPLATE_BANDS), Evidence.TEMPLATE, keys.ravel()))
+            time = float(pc.max(batch.column("time")).as_py())
+            self.add(_pack(np.repeat(accounts[valid], TEMPLATE_BANDS), Evidence.TEMPLATE, keys.ravel()), time)
         if Evidence.INTEL in kinds:
             self._observe_intel(accounts, batch.column("intel_matches"))
         if Evidence.CLIENT_SUBNET not in kinds:
@@ -189,33 +215,11 @@ class EvidenceLog:
     def top_per_account(self) -> np.ndarray:
         """Mask over `incidences()`: each (account, kind)'s TOP_VALUES_PER_ACCOUNT values by request count. An
         account's most repeated templates and subnets are what it shares with its cluster; the long tail adds graph
-        edges, not evidence. Pairs are sorted by account, then kind, so each (account, kind) is one run of pairs;
-        only the runs longer than the cap are ranked."""
+        edges, not evidence."""
         self.compact()
-        if self._top is not None:
-            return self._top
-        group = self.pairs >> np.uint64(VALUE_BITS)
-        starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]]) if len(group) else np.zeros(0, np.int64)
-        sizes = np.diff(np.r_[starts, len(group)])
-        top = np.ones(len(group), dtype=bool)
-        long_runs = sizes > TOP_VALUES_PER_ACCOUNT
-        if long_runs.any():
-            # a run's cut-off count is its TOP-th largest; ties at the cut-off are kept in pair order
-            index = np.flatnonzero(np.repeat(long_runs, sizes))
-            long_sizes = sizes[long_runs]
-            run = np.repeat(np.arange(len(long_sizes), dtype=np.uint64), long_sizes)
-            counts = np.minimum(self.counts[index], COUNT_MASK).astype(np.uint64)
-            descending = np.sort((run << np.uint64(32)) | (np.uint64(COUNT_MASK) - counts))
-            first = np.cumsum(long_sizes) - long_sizes
-            cut = np.uint64(COUNT_MASK) - (descending[first + TOP_VALUES_PER_ACCOUNT - 1] & np.uint64(COUNT_MASK))
-            above = counts > cut[run]
-            at_cut = counts == cut[run]
-            room = TOP_VALUES_PER_ACCOUNT - np.bincount(run.astype(np.int64), weights=above, minlength=len(long_sizes))
-            ties_before = np.cumsum(at_cut) - at_cut
-            ties_before -= np.repeat(ties_before[first], long_sizes)
-            top[index] = above | (at_cut & (ties_before < room[run]))
-        self._top = top
-        return top
+        if self._top is None:
+            self._top = _top_of_runs(self.pairs, self.counts, TOP_VALUES_PER_ACCOUNT)
+        return self._top
 
     def incidences(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(account, kind, value id, requests) of every pair; value ids are kind and hash packed together."""
@@ -247,7 +251,6 @@ def link(
     *,
     candidates: np.ndarray | None = None,
     weights: dict[Evidence, float] | None = None,
-    min_requests: dict[Evidence, int] | None = None,
     max_share: dict[Evidence, float] | None = None,
     min_cluster: int = 3,
     resolution: float = 1.0,
@@ -260,11 +263,8 @@ def link(
     accounts are dropped (a freemail domain, a mobile carrier's NAT)."""
     accounts = len(orgs)
     weights = DEFAULT_WEIGHTS if weights is None else weights
-    min_requests = min_requests or {Evidence.TEMPLATE: 2}
-    account, kind, value, counts = log.incidences()
+    account, kind, value, _ = log.incidences()
     keep = np.isin(kind, [int(k) for k, w in weights.items() if w > 0])
-    for k, floor in min_requests.items():
-        keep &= (kind != int(k)) | (counts >= floor)
     if candidates is not None:
         keep &= (account < len(candidates)) & candidates[np.minimum(account, len(candidates) - 1)]
     keep &= log.top_per_account()
@@ -294,21 +294,73 @@ def link(
     )
     partition = _leiden(graph, edge_weight, resolution, seed)
     membership = np.array(partition.membership[: len(linked)])
+    value_membership = np.array(partition.membership[len(linked) :])
+    # each account's weight to its own community's values: the edges whose two ends share a community
+    inside = membership[account_vertex] == value_membership[value_vertex]
+    inside_strength = np.bincount(account_vertex[inside], weights=edge_weight[inside], minlength=len(linked))
+    edge_community = membership[account_vertex[inside]]
+    edge_order = np.argsort(edge_community, kind="stable")
+    edge_bounds = np.searchsorted(edge_community[edge_order], np.arange(membership.max() + 2))
+    inside_kind, inside_value = kind[inside][edge_order], values[value_index[inside]][edge_order]
+    inside_weight = edge_weight[inside][edge_order]
+    account_order = np.argsort(membership, kind="stable")
+    account_bounds = np.searchsorted(membership[account_order], np.arange(membership.max() + 2))
     members: list[np.ndarray] = []
     strength: list[np.ndarray] = []
     evidence: list[list[tuple[Evidence, int, int, float]]] = []
-    value_membership = np.array(partition.membership[len(linked) :])
-    for community in np.unique(membership):
-        in_community = linked[membership == community]
-        if len(in_community) < min_cluster:
+    for community in range(membership.max() + 1):
+        vertices = account_order[account_bounds[community] : account_bounds[community + 1]]
+        if len(vertices) < min_cluster:
             continue
-        label[in_community] = len(members)
-        members.append(in_community)
-        chosen = (membership[account_vertex] == community) & (value_membership[value_vertex] == community)
-        inside = np.bincount(account_vertex[chosen], weights=edge_weight[chosen], minlength=len(linked))
-        strength.append(inside[membership == community])
-        evidence.append(_top_evidence(kind[chosen], values[value_index[chosen]], edge_weight[chosen]))
+        label[linked[vertices]] = len(members)
+        members.append(linked[vertices])
+        strength.append(inside_strength[vertices])
+        edges = slice(edge_bounds[community], edge_bounds[community + 1])
+        evidence.append(_top_evidence(inside_kind[edges], inside_value[edges], inside_weight[edges]))
     return Clusters(members, strength, evidence, label)
+
+
+def _find(keys: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each wanted key is, or would go, in the sorted `keys`, and whether it is there."""
+    at = np.searchsorted(keys, wanted)
+    found = at < len(keys)
+    found[found] = keys[at[found]] == wanted[found]
+    return at, found
+
+
+def _merged(
+    keys: np.ndarray, values: np.ndarray, new_keys: np.ndarray, new_values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted `keys` (with their values) and sorted `new_keys` not among them, as one sorted array."""
+    at = np.searchsorted(keys, new_keys)
+    return np.insert(keys, at, new_keys), np.insert(values, at, new_values)
+
+
+def _top_of_runs(pairs: np.ndarray, counts: np.ndarray, top: int) -> np.ndarray:
+    """Mask of each (account, kind)'s `top` values with the most requests; ties in pair (value hash) order. Pairs
+    are sorted by account, then kind, so each (account, kind) is one run of pairs; only runs longer than `top`
+    are ranked."""
+    group = pairs >> np.uint64(VALUE_BITS)
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]]) if len(group) else np.zeros(0, np.int64)
+    sizes = np.diff(np.r_[starts, len(group)])
+    kept = np.ones(len(group), dtype=bool)
+    long_runs = sizes > top
+    if long_runs.any():
+        # a run's cut-off count is its top-th largest; ties at the cut-off are kept in pair order
+        index = np.flatnonzero(np.repeat(long_runs, sizes))
+        long_sizes = sizes[long_runs]
+        run = np.repeat(np.arange(len(long_sizes), dtype=np.uint64), long_sizes)
+        run_counts = np.minimum(counts[index], COUNT_MASK).astype(np.uint64)
+        descending = np.sort((run << np.uint64(32)) | (np.uint64(COUNT_MASK) - run_counts))
+        first = np.cumsum(long_sizes) - long_sizes
+        cut = np.uint64(COUNT_MASK) - (descending[first + top - 1] & np.uint64(COUNT_MASK))
+        above = run_counts > cut[run]
+        at_cut = run_counts == cut[run]
+        room = top - np.bincount(run.astype(np.int64), weights=above, minlength=len(long_sizes))
+        ties_before = np.cumsum(at_cut) - at_cut
+        ties_before -= np.repeat(ties_before[first], long_sizes)
+        kept[index] = above | (at_cut & (ties_before < room[run]))
+    return kept
 
 
 def shared_across_orgs(value: np.ndarray, org: np.ndarray) -> np.ndarray:
