@@ -279,15 +279,12 @@ class Engine:
         """The members a cluster's hits cover: for a rule with a `members` condition, those whose own features meet
         it (a bystander linked by a shared exit or a popular prompt shows none of the campaign's behaviour), else
         all of them."""
-        if any(hit.members is None for hit in hits):
+        conditions = [hit.members for hit in hits]
+        if any(condition is None for condition in conditions):
             return members
         features = {**features, "payment_shared": payment_shared[members]}
         columns = {f"account.{n}": v.astype(float) for n, v in features.items()}
-        keep = np.zeros(len(members), dtype=bool)
-        for hit in hits:
-            if hit.members is not None:  # always, past the check above
-                keep |= hit.members.holds_each(columns, len(members))
-        return members[keep]
+        return members[np.logical_or.reduce([c.holds_each(columns, len(members)) for c in conditions if c is not None])]
 
     def _cluster_id(self, ids: tuple[str, ...]) -> str:
         """A cluster keeps its id while it grows: the id of the earlier cluster most of its members were in."""
