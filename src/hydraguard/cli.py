@@ -346,7 +346,9 @@ def simulate(
 @app.command()
 def evaluate(
     runs: Annotated[list[Path], typer.Argument(help="Output directories of `hydraguard simulate`.")],
-    out: Annotated[Path, typer.Option(help="Directory for evaluation.md and evaluation.json.")],
+    out: Annotated[
+        Path, typer.Option(help="Directory for evaluation.md, evaluation.json and each detector's flags per run.")
+    ],
     detector: Annotated[
         list[str] | None,
         typer.Option(
@@ -375,11 +377,15 @@ def evaluate(
     for run in runs:
         if not (run / "truth.parquet").is_file():
             _fail(f"{run} is not a simulation output (no truth.parquet)")
+    out.mkdir(parents=True, exist_ok=True)
     try:
-        rows = [evaluation.evaluate_run(make(name), run) for name in detector or ["rate-limits"] for run in runs]
+        rows = []
+        for name in detector or ["rate-limits"]:
+            for run in runs:
+                made = make(name)
+                rows.append(evaluation.evaluate_run(made, run, out / evaluation.flags_file(made.name, run)))
     except ValueError as exc:  # e.g. a detector that needs prompt text on a run simulated without it
         _fail(str(exc))
-    out.mkdir(parents=True, exist_ok=True)
     table = evaluation.markdown(rows)
     (out / "evaluation.md").write_text(table)
     (out / "evaluation.json").write_text(json.dumps(rows, indent=2) + "\n")

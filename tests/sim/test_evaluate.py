@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -85,6 +86,32 @@ def test_metrics_on_a_hand_built_case() -> None:
     # l2's 403 was never served; l1's request at 500 is refused after its false flag at 300
     assert r["legit_requests_refused"] == 1 and r["legit_requests_refused_share"] == pytest.approx(1 / 3)
     assert r["legit_tokens_refused"] == 70
+
+
+def test_false_positives_by_population_and_hard_negatives() -> None:
+    truth = TRUTH.append_column("population", pa.array(["hydra", "hydra", "probe", "hydra", "labelling", "devs"]))
+    truth = truth.append_column("hard_negative", pa.array([False, False, False, False, True, False]))
+    r = evaluate.score([Flag("a1", 200), Flag("l1", 300), Flag("a4", 50)], truth, EVENTS, PROMPTS)
+    # a4 sent nothing: neither counted nor flagged in its population
+    assert r["populations"] == {
+        "devs": {"accounts": 1, "flagged": 0},
+        "hydra": {"accounts": 2, "flagged": 1},
+        "labelling": {"accounts": 1, "flagged": 1},
+        "probe": {"accounts": 1, "flagged": 0},
+    }
+    assert r["hard_negatives_flagged"] == 1
+    unlabelled = evaluate.score([Flag("l1", 300)], TRUTH, EVENTS, PROMPTS)
+    assert unlabelled["populations"] == {} and unlabelled["hard_negatives_flagged"] == 0
+
+
+def test_flags_beside_the_truth() -> None:
+    table = evaluate.flags_table([Flag("l1", 300, 0.5, "r2"), Flag("a1", 200, 0.9, "r1"), Flag("x", 1)], TRUTH)
+    assert table.column_names == ["account_id", "flagged_at", "score", "reason", "campaign_id"]
+    assert table.to_pylist() == [
+        {"account_id": "x", "flagged_at": 1.0, "score": 1.0, "reason": "", "campaign_id": None},
+        {"account_id": "a1", "flagged_at": 200.0, "score": 0.9, "reason": "r1", "campaign_id": "c1"},
+        {"account_id": "l1", "flagged_at": 300.0, "score": 0.5, "reason": "r2", "campaign_id": None},
+    ]
 
 
 def test_rate_limits_flag_the_request_over_the_limit() -> None:
@@ -181,6 +208,10 @@ def test_rate_limit_baseline_end_to_end(small_run: Run, tmp_path: Path) -> None:
     for part in (r["campaign"], r["distillation"]):
         assert _in_unit(part["requests_served_share"]) and _in_unit(part["tokens_served_share"])
     assert r["tp"] + r["fn"] == r["accounts"]["campaign"] and r["fp"] + r["tn"] == r["accounts"]["legit"]
+    assert sum(p["accounts"] for p in r["populations"].values()) == r["tp"] + r["fn"] + r["fp"] + r["tn"]
+    flags = pq.read_table(tmp_path / evaluate.flags_file("rate-limits", out))
+    assert flags.num_rows == r["flags"] and "population" in flags.column_names
+    assert pq.read_table(tmp_path / evaluate.flags_file("none", out)).num_rows == 0
 
 
 def test_evaluate_refuses_a_directory_without_truth(tmp_path: Path) -> None:

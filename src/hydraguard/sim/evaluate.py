@@ -69,9 +69,10 @@ def score(
 ) -> dict[str, Any]:
     """The metrics of one detector on one run (definitions in docs/simulator.md, "Evaluation").
 
-    `truth` needs `account_id` and `campaign_id` (null: legitimate); `events` the `SCORE_COLUMNS`
-    (`prompt_ref` only with `prompts`, which needs `prompt_ref` and `ordinary`). `account_scores` (from a
-    detector that scores every account it examines) gives the ROC curve.
+    `truth` needs `account_id` and `campaign_id` (null: legitimate), and where it has `population` (and
+    `hard_negative`) the counts are also given per population; `events` the `SCORE_COLUMNS` (`prompt_ref` only
+    with `prompts`, which needs `prompt_ref` and `ordinary`). `account_scores` (from a detector that scores every
+    account it examines) gives the ROC curve.
     """
     accounts = truth.column("account_id").to_pylist()
     index = {a: i for i, a in enumerate(accounts)}
@@ -137,6 +138,17 @@ def score(
         suspicion = np.array([account_scores.get(a, -np.inf) for a in accounts])
         roc = roc_curve(suspicion[active], positive[active])
     ttd = [c["time_to_detection_h"] for c in campaigns.values() if c["time_to_detection_h"] is not None]
+    populations: dict[str, dict[str, int]] = {}
+    if "population" in truth.column_names:
+        for name, active_in, flagged_in in zip(truth.column("population").to_pylist(), active, flagged, strict=True):
+            counts = populations.setdefault(name, {"accounts": 0, "flagged": 0})
+            counts["accounts"] += int(active_in)
+            counts["flagged"] += int(active_in and flagged_in)
+    hard = (
+        truth.column("hard_negative").fill_null(False).to_numpy(zero_copy_only=False)
+        if "hard_negative" in truth.column_names
+        else np.zeros(len(accounts), dtype=bool)
+    )
     return {
         "accounts": {"campaign": tp + fn, "legit": fp + tn, "inactive": int((~active).sum())},
         "tp": tp,
@@ -156,6 +168,8 @@ def score(
         "legit_tokens_refused": int(tokens[refused].sum()),
         "campaign_tokens_over_time": tokens_over_time(time, tokens, is_campaign & served, before),
         "roc": roc,
+        "populations": dict(sorted(populations.items())),
+        "hard_negatives_flagged": int((active & flagged & hard & ~positive).sum()),
     }
 
 
@@ -194,10 +208,31 @@ def roc_curve(suspicion: np.ndarray, positive: np.ndarray) -> dict[str, Any] | N
     return {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "auc": float(np.trapezoid(tpr, fpr))}
 
 
-def evaluate_run(detector: Detector, run: Path) -> dict[str, Any]:
-    """One detector on one run. A detector that reads prompt text (`needs_prompt_text`) gets the events'
-    `prompt_text`, as from a gateway that keeps it (`events.keep_prompt_text`); a run simulated without
-    `--materialize-text` has none and is refused."""
+def flags_table(flags: Iterable[Flag], truth: pa.Table) -> pa.Table:
+    """The flags beside the ground truth of their accounts (`truth.parquet`'s columns; null for an account
+    it does not know): what an analyst reads to see which population a false positive came from and why."""
+    flags = list(flags)
+    table = pa.table(
+        {
+            "account_id": pa.array([f.account_id for f in flags], pa.string()),
+            "flagged_at": pa.array([f.flagged_at for f in flags], pa.float64()),
+            "score": pa.array([f.score for f in flags], pa.float64()),
+            "reason": pa.array([f.reason for f in flags], pa.string()),
+        }
+    )
+    return table.join(truth, "account_id", join_type="left outer").sort_by([("flagged_at", "ascending")])
+
+
+def flags_file(detector: str, run: Path) -> str:
+    """The name `hydraguard evaluate` gives a detector's flags on a run."""
+    return f"flags-{_slug(detector)}-{_slug(run.name)}.parquet"
+
+
+def evaluate_run(detector: Detector, run: Path, flags_out: Path | None = None) -> dict[str, Any]:
+    """One detector on one run; with `flags_out`, its flags beside the ground truth (`flags_table`) are written
+    there as Parquet. A detector that reads prompt text (`needs_prompt_text`) gets the events' `prompt_text`, as
+    from a gateway that keeps it (`events.keep_prompt_text`); a run simulated without `--materialize-text` has
+    none and is refused."""
     manifest = json.loads((run / "manifest.json").read_text())
     if getattr(detector, "needs_prompt_text", False) and not manifest.get("materialize_text"):
         raise ValueError(
@@ -209,7 +244,10 @@ def evaluate_run(detector: Detector, run: Path) -> dict[str, Any]:
     prompts_path = run / "prompts.parquet"
     prompts = pq.read_table(prompts_path, columns=["prompt_ref", "ordinary"]) if prompts_path.exists() else None
     scores = detector.account_scores() if hasattr(detector, "account_scores") else None
-    result = score(flags, pq.read_table(run / "truth.parquet"), events, prompts, scores)
+    truth = pq.read_table(run / "truth.parquet")
+    result = score(flags, truth, events, prompts, scores)
+    if flags_out is not None:
+        pq.write_table(flags_table(flags, truth), flags_out)
     return {
         "detector": detector.name,
         "scenario": manifest.get("scenario", run.name),
@@ -230,7 +268,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     head = (
         "| Detector | Scenario | Precision | Recall | FPR | Campaigns detected | Median time to detection (h) "
         "| Campaign requests served | Campaign tokens served | Distillation requests served "
-        "| Legit requests refused |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| Legit requests refused | Hard negatives flagged |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for r in rows:
@@ -242,7 +280,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"| {_fmt(r['campaign']['requests_served_share'], True)} "
             f"| {_fmt(r['campaign']['tokens_served_share'], True)} "
             f"| {_fmt(r['distillation']['requests_served_share'], True)} "
-            f"| {r['legit_requests_refused']:,} ({_fmt(r['legit_requests_refused_share'], True)}) |"
+            f"| {r['legit_requests_refused']:,} ({_fmt(r['legit_requests_refused_share'], True)}) "
+            f"| {r['hard_negatives_flagged']:,} |"
         )
     return head + "\n".join(lines) + "\n"
 
