@@ -3,6 +3,7 @@ days, through `Engine` directly and through the harness's `HydraGuard` detector.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -164,6 +165,12 @@ def observed(stream: Stream) -> Observed:
     return observe_all(stream)
 
 
+@pytest.fixture(scope="module")
+def observed_every(stream: Stream) -> Observed:
+    """Every account a rule fires on emitted at every analysis (renew_interval 0)."""
+    return observe_all(stream, EngineSettings(analysis_interval=INTERVAL, renew_interval=0))
+
+
 def covered(detections: list[Detection]) -> set[str]:
     return {account for d in detections if d.enforcing for account in d.accounts}
 
@@ -194,8 +201,34 @@ def test_analyses_run_at_interval_boundaries_and_never_look_ahead(observed: Obse
     assert len(set(times)) > 10  # the campaign is re-detected at analysis after analysis
 
 
+def test_an_account_is_emitted_again_only_when_its_rules_change_or_its_decisions_near_their_ttl(
+    observed: Observed, observed_every: Observed
+) -> None:
+    renew = EngineSettings().renew_interval
+    emitted: dict[str, list[Detection]] = {}
+    for detection in observed.detections:
+        if detection.level == "account":
+            emitted.setdefault(detection.subject, []).append(detection)
+    assert emitted
+    for runs in emitted.values():
+        for earlier, later in itertools.pairwise(runs):
+            same = {h.rule_id for h in earlier.hits} == {h.rule_id for h in later.hits}
+            shortest = min(h.ttl or math.inf for h in later.hits)
+            assert not same or later.at - earlier.at >= min(renew, shortest / 2)
+    # emitted at every analysis where its rules fire (renew_interval 0) versus on change and renewal: the same
+    # accounts and first times, far fewer detections
+    firing: dict[str, list[Detection]] = {}
+    for detection in observed_every.detections:
+        if detection.level == "account":
+            firing.setdefault(detection.subject, []).append(detection)
+    assert {a: d[0].at for a, d in firing.items()} == {a: d[0].at for a, d in emitted.items()}
+    assert sum(map(len, emitted.values())) * 3 < sum(map(len, firing.values()))
+    assert covered(observed_every.detections) == covered(observed.detections)
+
+
 def test_an_analysis_sees_exactly_the_events_before_it(stream: Stream) -> None:
-    engine = Engine(settings=EngineSettings(analysis_interval=INTERVAL))
+    # renew_interval 0: every account a rule fires on is emitted at every analysis, with what that analysis saw
+    engine = Engine(settings=EngineSettings(analysis_interval=INTERVAL, renew_interval=0))
     engine.load_registry(stream.registry)
     boundary = T0 + 12 * INTERVAL
     times = stream.events.column("time").to_numpy()
@@ -212,10 +245,10 @@ def test_an_analysis_sees_exactly_the_events_before_it(stream: Stream) -> None:
     assert int(engine.accounts.counts["requests"].sum()) == upto + 1
 
 
-def test_cluster_rules_run_at_the_first_analysis_and_then_every_linkage_interval(observed: Observed) -> None:
+def test_cluster_rules_run_at_the_first_analysis_and_then_every_linkage_interval(observed_every: Observed) -> None:
     linkage = EngineSettings().linkage_interval
-    account_times = sorted({d.at for d in observed.detections if d.level == "account"})
-    cluster_times = sorted({d.at for d in observed.detections if d.level == "cluster"})
+    account_times = sorted({d.at for d in observed_every.detections if d.level == "account"})
+    cluster_times = sorted({d.at for d in observed_every.detections if d.level == "cluster"})
     assert len(account_times) > len(cluster_times) >= 2
     first = T0 + INTERVAL
     assert cluster_times[0] == first

@@ -429,3 +429,23 @@ def test_evaluate_each_gives_the_hits_evaluate_gives_one_subject_at_a_time() -> 
         assert hits == ruleset.evaluate("account", features)
     assert [hit.rule_id for hit in each[2][2]] == ["reasoning-heavy", "many-agents"]
     assert list(ruleset.evaluate_each("cluster", columns, 5)) == []
+
+
+def test_firing_fingerprints_the_rules_that_fire_and_their_shortest_ttl() -> None:
+    heavy = make_rule(ttl="7d")
+    agents = make_rule(id="many-agents", when={"all": ["account.distinct_user_agents >= 10"]}, ttl="1d")
+    columns = {
+        "account.reasoning_share": np.array([0.9, 0.1, np.nan, 0.9, 0.95]),
+        "account.distinct_user_agents": np.array([1.0, 12.0, 1.0, 1.0, 30.0]),
+    }
+    firing = RuleSet((heavy, agents)).fire("account", columns, 5)
+    digest = firing.fingerprint()
+    assert digest[2] == 0 and digest[0] == digest[3]  # none fires; the same rule fires
+    assert len({int(d) for d in digest[[0, 1, 4]]}) == 3  # one, the other, both: three digests
+    # the digest names the rules, not their order
+    assert RuleSet((agents, heavy)).fire("account", columns, 5).fingerprint().tolist() == digest.tolist()
+    revised = make_rule(ttl="7d", version=2)
+    assert RuleSet((revised, agents)).fire("account", columns, 5).fingerprint()[0] != digest[0]
+    assert firing.shortest_ttl().tolist() == [7 * 86_400, 86_400, np.inf, 7 * 86_400, 86_400]
+    assert [row for row, _, _ in firing.explain([4, 2])] == [4, 2]
+    assert [h.rule_id for h in next(firing.explain([4]))[2]] == ["reasoning-heavy", "many-agents"]

@@ -74,6 +74,9 @@ class EngineSettings:
     min_requests: int = 20  # accounts with fewer requests are not judged alone
     min_member_strength: float = 0.5  # a cluster member links at least this share of the median member's weight
     new_account_days: float = 3.0  # first request within this long of signup: a new account at work
+    # an account still firing the same rules is emitted again after this long, or half its rules' shortest TTL if
+    # sooner, so that its decisions are renewed before they lapse (0: at every analysis)
+    renew_interval: float = 12 * 3600.0
     evidence_weights: dict[Evidence, float] | None = None  # None: linkage.DEFAULT_WEIGHTS
     # ablations: evidence families left out (payment, ip, identity, templates) and "timing" (timing features)
     families_off: frozenset[str] = field(default_factory=frozenset)
@@ -95,6 +98,8 @@ class Engine:
         self._orgs = np.zeros(0, dtype=np.int64)
         self._active = np.zeros(0, dtype=bool)  # active since the last linkage
         self._account_active = np.zeros(0, dtype=bool)  # active since the last analysis
+        self._emitted_rules = np.zeros(0, dtype=np.uint64)  # per account: digest of the rules last emitted (0: none)
+        self._emitted_at = np.zeros(0)  # per account: when they were
         self._next_linkage = -math.inf
         self._next_analysis = -math.inf
         self.now = -math.inf
@@ -170,6 +175,8 @@ class Engine:
         if grow > 0:
             self._active = np.concatenate([self._active, np.zeros(grow, bool)])
             self._account_active = np.concatenate([self._account_active, np.zeros(grow, bool)])
+            self._emitted_rules = np.concatenate([self._emitted_rules, np.zeros(grow, np.uint64)])
+            self._emitted_at = np.concatenate([self._emitted_at, np.zeros(grow)])
         self._active[numbers] = True
         self._account_active[numbers] = True
         self.evidence.observe_events(numbers, batch, self._kinds)
@@ -216,8 +223,15 @@ class Engine:
             return []
         features = self.account_features(active)
         columns = {f"account.{n}": v.astype(float) for n, v in features.items()}
+        firing = self.rules.fire("account", columns, len(active))
+        # an account is emitted when the rules it fires change, and again when its decisions near their TTL
+        rules = firing.fingerprint()
+        renew = np.minimum(self.settings.renew_interval, firing.shortest_ttl() / 2)
+        due = (rules != 0) & ((rules != self._emitted_rules[active]) | (at - self._emitted_at[active] >= renew))
+        self._emitted_rules[active] = rules
+        self._emitted_at[active[due]] = at
         detections = []
-        for row, values, hits in self.rules.evaluate_each("account", columns, len(active)):
+        for row, values, hits in firing.explain(np.flatnonzero(due)):
             account = self.accounts.ids[active[row]]
             detections.append(Detection(at, "account", account, (account,), tuple(hits), values))
         return detections

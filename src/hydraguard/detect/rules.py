@@ -9,6 +9,7 @@ are parsed once, at load time, into predicates; nothing is ever evaluated as cod
 from __future__ import annotations
 
 import enum
+import hashlib
 import operator
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -453,20 +454,20 @@ class RuleSet:
         """The rule pack shipped in the package (`hydraguard/detect/rules/`)."""
         return cls.load([DEFAULT_DIR])
 
+    def fire(self, level: str, columns: Columns, rows: int) -> Firing:
+        """Which of this level's rules fire on each of many subjects given as numeric feature columns. The
+        conditions run on whole columns; `Firing.explain` explains the subjects one at a time."""
+        wanted = Level(level)
+        chosen = tuple(rule for rule in self.rules if rule.level is wanted)
+        return Firing(chosen, tuple(rule.when.holds_each(columns, rows) for rule in chosen), columns, rows)
+
     def evaluate_each(
         self, level: str, columns: Columns, rows: int
     ) -> Iterator[tuple[int, dict[str, float], list[Hit]]]:
         """`evaluate` for many subjects given as numeric feature columns: (row, its features, its hits) for each
-        subject some rule fires on, in row order. The conditions run on whole columns; only the hits are
-        explained one subject at a time."""
-        wanted = Level(level)
-        fired = [(rule, rule.when.holds_each(columns, rows)) for rule in self.rules if rule.level is wanted]
-        if not fired:
-            return
-        names = list(columns)
-        for row in np.flatnonzero(np.logical_or.reduce([mask for _, mask in fired])).tolist():
-            features = {name: float(columns[name][row]) for name in names}
-            yield row, features, [_hit(rule, rule.when.why(features, True)) for rule, mask in fired if mask[row]]
+        subject some rule fires on, in row order."""
+        firing = self.fire(level, columns, rows)
+        return firing.explain(np.flatnonzero(firing.fired()))
 
     def evaluate(self, level: str, features: Features) -> list[Hit]:
         """The hits of this level's rules on one subject's features, in load order."""
@@ -474,6 +475,53 @@ class RuleSet:
         return [
             _hit(rule, rule.explain(features)) for rule in self.rules if rule.level is wanted and rule.matches(features)
         ]
+
+
+@dataclass(frozen=True, slots=True)
+class Firing:
+    """Which rules fire on each of many subjects: one boolean column per rule, over the subjects' rows."""
+
+    rules: tuple[Rule, ...]
+    masks: tuple[np.ndarray, ...]
+    columns: Columns
+    rows: int
+
+    def fired(self) -> np.ndarray:
+        """Per row: some rule fires."""
+        return np.logical_or.reduce(self.masks) if self.masks else np.zeros(self.rows, dtype=bool)
+
+    def fingerprint(self) -> np.ndarray:
+        """Per row: a 64-bit digest of which rules (id and version) fire, 0 when none does; equal digests, equal
+        rule sets (up to a 2**-64 chance), whatever the rules' load order."""
+        digest = np.zeros(self.rows, dtype=np.uint64)
+        for rule, mask in zip(self.rules, self.masks, strict=True):
+            digest ^= np.where(mask, _rule_key(rule), np.uint64(0))
+        return digest
+
+    def shortest_ttl(self) -> np.ndarray:
+        """Per row: the shortest TTL (seconds) of the rules that fire; infinity when none has one."""
+        shortest = np.full(self.rows, np.inf)
+        for rule, mask in zip(self.rules, self.masks, strict=True):
+            if rule.ttl is not None:
+                shortest[mask] = np.minimum(shortest[mask], rule.ttl)
+        return shortest
+
+    def explain(self, rows: Iterable[int]) -> Iterator[tuple[int, dict[str, float], list[Hit]]]:
+        """(row, its features, its hits) for each of `rows` (rows no rule fires on give no hits)."""
+        names = list(self.columns)
+        for row in np.asarray(rows, dtype=np.int64).tolist():
+            features = {name: float(self.columns[name][row]) for name in names}
+            hits = [
+                _hit(rule, rule.when.why(features, True))
+                for rule, mask in zip(self.rules, self.masks, strict=True)
+                if mask[row]
+            ]
+            yield row, features, hits
+
+
+def _rule_key(rule: Rule) -> np.uint64:
+    digest = hashlib.blake2b(f"{rule.id}@{rule.version}".encode(), digest_size=8).digest()
+    return np.uint64(int.from_bytes(digest, "little") | 1)  # never 0: 0 means no rule
 
 
 def _hit(rule: Rule, reasons: list[str]) -> Hit:
