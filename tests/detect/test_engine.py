@@ -324,7 +324,7 @@ def test_an_active_bystander_is_not_covered_once_the_cluster_has_evidence(bystan
     [cluster] = [
         i for i, m in enumerate(clusters.members) if BYSTANDER in {bystander_run.engine.accounts.ids[n] for n in m}
     ]
-    confirmed = bystander_run.engine._confirmed(clusters.members[cluster], clusters.strength[cluster])
+    confirmed, _ = bystander_run.engine._confirmed(clusters.members[cluster], clusters.strength[cluster])
     assert BYSTANDER not in {bystander_run.engine.accounts.ids[n] for n in confirmed.tolist()}
 
 
@@ -336,3 +336,73 @@ def test_an_active_bystander_is_not_covered_once_the_cluster_has_evidence(bystan
 )
 def test_an_active_bystander_is_never_covered(bystander_run: Observed) -> None:
     assert BYSTANDER not in covered(bystander_run.detections)
+
+
+# -- between linkages: new accounts join a detected cluster ------------------------------------------------------
+REPLACEMENT, NEWCOMER = "acct_hydra_replacement", "acct_newcomer"
+JOINED_AT = T0 + 7 * INTERVAL  # after the linkage at T0 + 6 h, before the one at T0 + 12 h
+
+
+def with_newcomers(stream: Stream) -> Stream:
+    """The stream plus a replacement account of the campaign (a card of its own, so nothing links it before its
+    first requests: then the campaign's templates, exits and elicitation) and a legitimate account that signs up at
+    the same time, sends one of those prompts from one of those exits, and pays with its own card; both first seen
+    after a linkage."""
+    rows = stream.registry.to_pylist()
+    events: list[RequestEvent] = []
+    for account, card in ((REPLACEMENT, "card_stolen"), (NEWCOMER, "card_newcomer")):
+        rows.append(
+            {
+                "id": account,
+                "org_id": f"org_{account}",
+                "signup_at": JOINED_AT - 600,
+                "signup_ip": "192.0.2.200",
+                "email_domain": f"{account}.example",
+                "payment_fingerprint": card,
+            }
+        )
+    for j in range(30):
+        time = JOINED_AT + 60 + 120.0 * j
+        events.append(
+            _event(
+                time,
+                REPLACEMENT,
+                f"org_{REPLACEMENT}",
+                10_000_000 + j,
+                client_ip=f"100.64.{j % 60}.{j + 1}",
+                user_agent="python-httpx/0.27.0",
+                message_count=1,
+                reasoning_extraction_score=0.9 if j % 10 < 3 else 0.0,
+                capability_area=AREAS[j % len(TASKS)],
+                template_signature=SIGNATURES[j % len(TASKS)],
+            )
+        )
+        events.append(
+            _event(
+                time + 30,
+                NEWCOMER,
+                f"org_{NEWCOMER}",
+                20_000_000 + j,
+                client_ip="100.64.3.4" if j == 0 else "203.0.113.250",
+                user_agent="Mozilla/5.0 Chrome/124.0.6367.91",
+                message_count=4,
+                reasoning_extraction_score=0.0,
+                capability_area="coding" if j == 0 else "writing",
+                template_signature=SIGNATURES[0] if j == 0 else f"{j:064x}",
+            )
+        )
+    table = pa.concat_tables([stream.events, events_to_table(events)]).sort_by("time")
+    return Stream(pa.Table.from_pylist(rows), table, [], [])
+
+
+def test_a_new_account_joins_its_detected_cluster_before_the_next_linkage(stream: Stream) -> None:
+    run = observe_all(with_newcomers(stream))
+    joined = [d for d in run.detections if d.level == "cluster" and REPLACEMENT in d.accounts]
+    assert joined
+    first = joined[0]
+    assert JOINED_AT < first.at <= JOINED_AT + 2 * INTERVAL and first.at % EngineSettings().linkage_interval != 0
+    assert set(stream.campaign) <= set(first.accounts) and first.enforcing  # the whole cluster, for the group
+    earlier = [d for d in run.detections if d.level == "cluster" and d.at < JOINED_AT and d.enforcing]
+    assert first.subject in {d.subject for d in earlier}  # the cluster it joined, under the same id
+    assert run.engine.cluster_of[REPLACEMENT] == first.subject
+    assert NEWCOMER not in covered(run.detections)

@@ -152,11 +152,11 @@ MEMBER_CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "account.payment_shared": 0.0,
             "account.days_since_signup_at_first_request": 40.0,
         },
-        # a developer on the same residential exit, who sent the same popular prompt once
+        # a developer who signed up this morning, on the same residential exit, and sent the same popular prompt
         {
             "account.reasoning_share": 0.0,
             "account.payment_shared": 0.0,
-            "account.days_since_signup_at_first_request": 120.0,
+            "account.days_since_signup_at_first_request": 0.2,
         },
     ),
     "hydra-synchronized-cluster": (
@@ -176,8 +176,8 @@ MEMBER_CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "hydra-pooled-identity-cluster": (
         # an account paying with a card accounts of other orgs use
         {"account.payment_shared": 1.0, "account.days_since_signup_at_first_request": 30.0},
-        # a student of the cohort who signed up weeks before using the API, with a card of their own
-        {"account.payment_shared": 0.0, "account.days_since_signup_at_first_request": 21.0},
+        # a student of the cohort who went to work the day they signed up, with a card of their own
+        {"account.payment_shared": 0.0, "account.days_since_signup_at_first_request": 0.5},
     ),
 }
 

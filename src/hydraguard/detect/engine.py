@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -20,7 +20,16 @@ import pyarrow.compute as pc
 
 from hydraguard.accounts.models import Account
 from hydraguard.detect.accounts import EVENT_COLUMNS, AccountTable
-from hydraguard.detect.linkage import FAMILY, Clusters, Evidence, EvidenceLog, link, shared_across_orgs
+from hydraguard.detect.linkage import (
+    FAMILY,
+    VALUE_BITS,
+    Clusters,
+    Evidence,
+    EvidenceLog,
+    link,
+    shared_across_orgs,
+    value_hashes,
+)
 from hydraguard.detect.request import signature_bands
 from hydraguard.detect.rules import Action, Hit, RuleSet
 
@@ -68,6 +77,14 @@ class Detection:
 
 
 @dataclass
+class _Joinable:
+    """A cluster detected at the last linkage: new accounts can join it until the next one (`Engine._join`)."""
+
+    detection: Detection
+    bar: float  # the strength a joining account needs, as a member that sends traffic
+
+
+@dataclass
 class EngineSettings:
     analysis_interval: float = 3600.0  # seconds of event time between analyses (account rules)
     linkage_interval: float = 6 * 3600.0  # seconds of event time between linkages (cluster rules); a multiple
@@ -104,6 +121,12 @@ class Engine:
         self._next_analysis = -math.inf
         self.now = -math.inf
         self.cluster_of: dict[str, str] = {}
+        self._payment = np.zeros(
+            0, dtype=np.uint64
+        )  # per account number: its card's hash, as linkage keeps it (0: none)
+        self._clusters: Clusters | None = None  # the last linkage's
+        self._linked_at = -math.inf
+        self._joinable: dict[int, _Joinable] = {}  # by cluster index of the last linkage
         self._kinds = frozenset(k for k in Evidence if FAMILY[k] not in self.settings.families_off)
 
     # -- input ------------------------------------------------------------------------------------------------
@@ -116,6 +139,15 @@ class Engine:
             zip(accounts.column("id").to_pylist(), accounts.column("signup_at").to_pylist(), strict=True)
         )
         self.evidence.observe_registry(numbers, accounts, self._kinds)
+        if len(self._payment) < len(self.accounts):
+            self._payment = np.concatenate(
+                [self._payment, np.zeros(len(self.accounts) - len(self._payment), np.uint64)]
+            )
+        cards = accounts.column("payment_fingerprint")
+        valid = pc.is_valid(cards).to_numpy(zero_copy_only=False)
+        self._payment[numbers] = 0
+        hashes = value_hashes(cards.filter(pa.array(valid)).to_pylist())
+        self._payment[numbers[valid]] = hashes & np.uint64((1 << VALUE_BITS) - 1)
 
     def observe(self, batch: pa.RecordBatch | pa.Table) -> list[Detection]:
         """Fold in a time-ordered batch; runs the analyses that fall due in it. Returns their detections."""
@@ -201,6 +233,8 @@ class Engine:
             detections += self._cluster_detections(at)
             self._active[:] = False
             self._next_linkage = (at // self.settings.linkage_interval + 1) * self.settings.linkage_interval
+        else:
+            detections += self._join(at)
         self._account_active[:] = False
         return detections
 
@@ -252,9 +286,12 @@ class Engine:
     def _cluster_detections(self, at: float) -> list[Detection]:
         clusters = self.clusters()
         payment_shared = self._payment_shared()
+        self._clusters, self._linked_at, self._joinable = clusters, at, {}
         detections = []
-        for members, strength, evidence in zip(clusters.members, clusters.strength, clusters.evidence, strict=True):
-            confirmed = self._confirmed(members, strength)
+        for index, (members, strength, evidence) in enumerate(
+            zip(clusters.members, clusters.strength, clusters.evidence, strict=True)
+        ):
+            confirmed, bar = self._confirmed(members, strength)
             if len(confirmed) < 2 or not self._active[confirmed].any():
                 continue
             member_features = self.account_features(confirmed)
@@ -270,22 +307,57 @@ class Engine:
             ids = tuple(sorted(self.accounts.ids[n] for n in covered.tolist()))
             words = tuple(f"{e.name.lower().replace('_', ' ')} shared by {n} accounts" for e, _, n, _ in evidence)
             indicators = tuple((e.name.lower(), self.evidence.name(v)) for e, v, _, _ in evidence)
-            detections.append(Detection(at, "cluster", cluster_id, ids, tuple(hits), values, words, indicators))
+            detection = Detection(at, "cluster", cluster_id, ids, tuple(hits), values, words, indicators)
+            detections.append(detection)
+            self._joinable[index] = _Joinable(detection, bar)
         return detections
 
-    def _confirmed(self, members: np.ndarray, strength: np.ndarray) -> np.ndarray:
+    def _join(self, at: float) -> list[Detection]:
+        """Between linkages: accounts first seen since the last one that link to a cluster it detected as strongly
+        as its members that send traffic, and whose own features meet its hits' member conditions, join it, and
+        the cluster's detection is emitted again with them (a replacement for a banned account is covered on its
+        first requests, not at the next linkage)."""
+        if not self._joinable or self._clusters is None:
+            return []
+        count = len(self.accounts)
+        new = np.flatnonzero(self._account_active[:count] & (self.accounts.first_seen[:count] >= self._linked_at))
+        if len(new) == 0:
+            return []
+        owner, cluster, strength = self._clusters.strengths(*self.evidence.values_of(new))
+        detections = []
+        payment_shared: np.ndarray | None = None
+        for index in np.unique(cluster).tolist():
+            joinable = self._joinable.get(index)
+            if joinable is None:
+                continue
+            earlier = joinable.detection
+            ids = self.accounts.ids
+            joining = owner[(cluster == index) & (strength >= joinable.bar)]
+            joining = joining[[ids[n] not in earlier.accounts for n in joining.tolist()]]
+            if len(joining) == 0:
+                continue
+            payment_shared = self._payment_shared() if payment_shared is None else payment_shared
+            covered = self._covered(joining, list(earlier.hits), payment_shared, self.account_features(joining))
+            if len(covered) == 0:
+                continue
+            joined = [ids[n] for n in covered.tolist()]
+            for account in joined:
+                self.cluster_of[account] = earlier.subject
+            joinable.detection = replace(earlier, at=at, accounts=tuple(sorted((*earlier.accounts, *joined))))
+            detections.append(joinable.detection)
+        return detections
+
+    def _confirmed(self, members: np.ndarray, strength: np.ndarray) -> tuple[np.ndarray, float]:
         """The members a cluster's action covers: those linked at least `min_member_strength` times as strongly
         as its median member. Members that send traffic are held to the median of those that do (traffic adds
         template and subnet evidence, so an active bystander with one shared value falls short), members seen
-        only in the registry (not yet active) to the median of all."""
+        only in the registry (not yet active) to the median of all. Also returns the bar for members that send
+        traffic."""
         active = self.accounts.counts["requests"][members] > 0
         floor = self.settings.min_member_strength
-        bar = np.where(
-            active,
-            floor * np.median(strength[active]) if active.any() else 0.0,
-            floor * np.median(strength),
-        )
-        return members[strength >= bar]
+        active_bar = floor * np.median(strength[active]) if active.any() else 0.0
+        bar = np.where(active, active_bar, floor * np.median(strength))
+        return members[strength >= bar], float(active_bar)
 
     def _covered(
         self, members: np.ndarray, hits: list[Hit], payment_shared: np.ndarray, features: dict[str, np.ndarray]
@@ -341,11 +413,11 @@ class Engine:
 
     def _payment_shared(self) -> np.ndarray:
         """Per account number: its payment fingerprint is also used by an account of another org."""
-        account, kind, value, _ = self.evidence.incidences()
-        chosen = kind == int(Evidence.PAYMENT)
-        account, value = account[chosen], value[chosen]
         shared = np.zeros(len(self.accounts), dtype=bool)
-        shared[account[shared_across_orgs(value, self._org_numbers_for()[account])]] = True
+        if Evidence.PAYMENT not in self._kinds:
+            return shared
+        paying = np.flatnonzero(self._payment != 0)
+        shared[paying] = shared_across_orgs(self._payment[paying], self._org_numbers_for()[paying])
         return shared
 
     def run(self, batches: Iterable[pa.RecordBatch]) -> list[Detection]:

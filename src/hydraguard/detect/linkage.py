@@ -221,6 +221,18 @@ class EvidenceLog:
             self._top = _top_of_runs(self.pairs, self.counts, TOP_VALUES_PER_ACCOUNT)
         return self._top
 
+    def values_of(self, accounts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(account, value id) of each distinct pair of these account numbers, held or pending, without compacting:
+        cheap for a few accounts between linkages. Pending templates count from their first use (no probation)."""
+        shift = np.uint64(KIND_BITS + VALUE_BITS)
+        wanted = np.unique(accounts).astype(np.uint64)
+        low = np.searchsorted(self.pairs, wanted << shift)
+        high = np.searchsorted(self.pairs, (wanted + np.uint64(1)) << shift)
+        held = [self.pairs[a:b] for a, b in zip(low.tolist(), high.tolist(), strict=True) if b > a]
+        pending = [chunk[np.isin(chunk >> shift, wanted)] for chunk in self._pending]
+        pairs = _sorted_distinct(np.sort(np.concatenate([np.zeros(0, np.uint64), *held, *pending])))[0]
+        return (pairs >> shift).astype(np.int64), pairs & np.uint64((1 << (KIND_BITS + VALUE_BITS)) - 1)
+
     def incidences(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(account, kind, value id, requests) of every pair; value ids are kind and hash packed together."""
         self.compact()
@@ -243,6 +255,32 @@ class Clusters:
     strength: list[np.ndarray]
     evidence: list[list[tuple[Evidence, int, int, float]]]
     label: np.ndarray  # per account number: its cluster, or -1
+    # the graph's evidence values, sorted: each one's cluster (-1: a community too small) and edge weight, so that
+    # an account can be weighed against the clusters between linkages (`strengths`)
+    values: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
+    value_label: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    value_weight: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def strengths(self, account: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Weigh accounts against the clusters through the values they hold ((account, value id) pairs, each once):
+        (account, cluster, strength) for each account's strongest cluster, strength being the sum of the edge weights
+        of its values in that cluster, as in a linkage."""
+        at, found = _find(self.values, value)
+        found[found] = self.value_label[at[found]] >= 0
+        account, at = account[found], at[found]
+        if len(account) == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0)
+        key = (account.astype(np.uint64) << np.uint64(32)) | self.value_label[at].astype(np.uint64)
+        order = np.argsort(key, kind="stable")
+        pairs, index = _sorted_distinct(key[order])
+        strength = np.bincount(index, weights=self.value_weight[at][order])
+        owner = (pairs >> np.uint64(32)).astype(np.int64)
+        cluster = (pairs & np.uint64(COUNT_MASK)).astype(np.int64)
+        # per account, its strongest cluster: pairs are sorted by account, so the maximum of each run
+        best = np.lexsort((strength, owner))
+        last = np.r_[owner[best][1:] != owner[best][:-1], True]
+        chosen = best[last]
+        return owner[chosen], cluster[chosen], strength[chosen]
 
 
 def link(
@@ -317,7 +355,20 @@ def link(
         strength.append(inside_strength[vertices])
         edges = slice(edge_bounds[community], edge_bounds[community + 1])
         evidence.append(_top_evidence(inside_kind[edges], inside_value[edges], inside_weight[edges]))
-    return Clusters(members, strength, evidence, label)
+    community_cluster = np.full(membership.max() + 1, -1, dtype=np.int64)
+    kept = np.flatnonzero(np.bincount(membership) >= min_cluster)
+    community_cluster[kept] = np.arange(len(kept))
+    value_weight = np.zeros(len(values))
+    value_weight[value_index] = edge_weight
+    return Clusters(
+        members,
+        strength,
+        evidence,
+        label,
+        values[used_values],
+        community_cluster[value_membership],
+        value_weight[used_values],
+    )
 
 
 def _find(keys: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
