@@ -110,7 +110,7 @@ def test_accounts_of_unrelated_orgs_sharing_cards_and_a_template_form_one_cluste
     hydra = world.campaign()
     clusters, ids, _ = world.link()
     assert members(clusters, ids) == [set(hydra)]
-    kinds = {kind for kind, _, _, _ in clusters.evidence[0]}
+    kinds = {kind for kind, _, _, _ in clusters.evidence(0)}
     assert {Evidence.PAYMENT, Evidence.TEMPLATE} <= kinds
     assert all(clusters.label[ids.index(a)] == 0 for a in hydra)
     assert all(clusters.label[ids.index(a)] == -1 for a in ids if a.startswith("acct_home"))
@@ -121,7 +121,7 @@ def test_evidence_values_are_named_for_sharing_as_intel() -> None:
     world.background()
     world.campaign()
     clusters, _, log = world.link()
-    named = {(kind, log.name(value)) for kind, value, _, _ in clusters.evidence[0]}
+    named = {(kind, log.name(value)) for kind, value, _, _ in clusters.evidence(0)}
     assert {(Evidence.PAYMENT, "card_pool0"), (Evidence.PAYMENT, "card_pool1")} <= named
     bands = {b for task in TASKS for b in signature_bands(template_fingerprint(TEMPLATE.format(task=task))[1])}
     template_names = {name for kind, name in named if kind is Evidence.TEMPLATE}
@@ -151,7 +151,7 @@ def test_a_freemail_domain_shared_by_everyone_does_not_glue_accounts() -> None:
     hydra = world.campaign(domain="gmail.com")
     clusters, ids, _ = world.link()
     assert members(clusters, ids) == [set(hydra)]
-    assert Evidence.EMAIL_DOMAIN not in {kind for kind, _, _, _ in clusters.evidence[0]}
+    assert Evidence.EMAIL_DOMAIN not in {kind for kind, _, _, _ in clusters.evidence(0)}
     # the cap is what keeps it out: without it, the domain links everyone into one cluster
     uncapped, _, _ = world.link(max_share={})
     assert any(len(m) > len(hydra) and any(a.startswith("acct_solo") for a in m) for m in members(uncapped, ids))

@@ -287,14 +287,19 @@ class Engine:
         clusters = self.clusters()
         payment_shared = self._payment_shared()
         self._clusters, self._linked_at, self._joinable = clusters, at, {}
-        detections = []
-        for index, (members, strength, evidence) in enumerate(
-            zip(clusters.members, clusters.strength, clusters.evidence, strict=True)
-        ):
+        judged = []  # (cluster index, its confirmed members, their bar), for clusters with activity to judge
+        for index, (members, strength) in enumerate(zip(clusters.members, clusters.strength, strict=True)):
             confirmed, bar = self._confirmed(members, strength)
-            if len(confirmed) < 2 or not self._active[confirmed].any():
-                continue
-            member_features = self.account_features(confirmed)
+            if len(confirmed) >= 2 and self._active[confirmed].any():
+                judged.append((index, confirmed, bar))
+        if not judged:
+            return []
+        # every judged member's features in one pass, then each cluster's slice of them
+        every = self.account_features(np.concatenate([confirmed for _, confirmed, _ in judged]))
+        bounds = np.cumsum([0, *(len(confirmed) for _, confirmed, _ in judged)]).tolist()
+        detections = []
+        for (index, confirmed, bar), start, end in zip(judged, bounds, bounds[1:], strict=False):
+            member_features = {name: values[start:end] for name, values in every.items()}
             features = self.cluster_features(confirmed, payment_shared, member_features)
             values = {f"cluster.{n}": v for n, v in features.items()}
             hits = self.rules.evaluate("cluster", values)
@@ -305,6 +310,7 @@ class Engine:
             if len(covered) == 0:
                 continue
             ids = tuple(sorted(self.accounts.ids[n] for n in covered.tolist()))
+            evidence = clusters.evidence(index)
             words = tuple(f"{e.name.lower().replace('_', ' ')} shared by {n} accounts" for e, _, n, _ in evidence)
             indicators = tuple((e.name.lower(), self.evidence.name(v)) for e, v, _, _ in evidence)
             detection = Detection(at, "cluster", cluster_id, ids, tuple(hits), values, words, indicators)

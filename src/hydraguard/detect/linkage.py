@@ -248,18 +248,28 @@ class EvidenceLog:
 @dataclass(frozen=True)
 class Clusters:
     """Communities of linked accounts: `members[i]` are account numbers, `strength[i]` each member's total edge
-    weight to the cluster's evidence values; `evidence[i]` the values that link them most, as (kind, value id, members
-    sharing it, weight)."""
+    weight to the cluster's evidence values; `evidence(i)` the values that link them most."""
 
     members: list[np.ndarray]
     strength: list[np.ndarray]
-    evidence: list[list[tuple[Evidence, int, int, float]]]
     label: np.ndarray  # per account number: its cluster, or -1
     # the graph's evidence values, sorted: each one's cluster (-1: a community too small) and edge weight, so that
     # an account can be weighed against the clusters between linkages (`strengths`)
     values: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
     value_label: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     value_weight: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # each cluster's inside edges (kind, value id, weight), cluster after cluster from `_edge_bounds[i]`
+    _edges: tuple[np.ndarray, np.ndarray, np.ndarray] = field(
+        default_factory=lambda: (np.zeros(0, np.int64), np.zeros(0, np.uint64), np.zeros(0))
+    )
+    _edge_bounds: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))
+
+    def evidence(self, cluster: int, top: int = 8) -> list[tuple[Evidence, int, int, float]]:
+        """The values that link cluster `cluster` most, as (kind, value id, members sharing it, total weight)
+        (computed on demand: most clusters are never reported)."""
+        edges = slice(self._edge_bounds[cluster], self._edge_bounds[cluster + 1])
+        kind, value, weight = (array[edges] for array in self._edges)
+        return _top_evidence(kind, value, weight, top)
 
     def strengths(self, account: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Weigh accounts against the clusters through the values they hold ((account, value id) pairs, each once):
@@ -319,7 +329,7 @@ def link(
     keep = sharing[value_index] <= cap[kind]
     account, kind, value_index = account[keep], kind[keep], value_index[keep]
     if len(account) == 0:
-        return Clusters([], [], [], label)
+        return Clusters([], [], label)
     kind_weight = np.zeros(16)
     for k, w in weights.items():
         kind_weight[int(k)] = w
@@ -327,9 +337,8 @@ def link(
 
     linked, account_vertex = _sorted_distinct(account)
     used_values, value_vertex = np.unique(value_index, return_inverse=True)
-    graph = ig.Graph(
-        n=len(linked) + len(used_values), edges=np.column_stack([account_vertex, len(linked) + value_vertex])
-    )
+    graph = ig.Graph(n=len(linked) + len(used_values))
+    graph.add_edges(np.column_stack([account_vertex, len(linked) + value_vertex]))  # faster than Graph(edges=...)
     partition = _leiden(graph, edge_weight, resolution, seed)
     membership = np.array(partition.membership[: len(linked)])
     value_membership = np.array(partition.membership[len(linked) :])
@@ -338,14 +347,12 @@ def link(
     inside_strength = np.bincount(account_vertex[inside], weights=edge_weight[inside], minlength=len(linked))
     edge_community = membership[account_vertex[inside]]
     edge_order = np.argsort(edge_community, kind="stable")
-    edge_bounds = np.searchsorted(edge_community[edge_order], np.arange(membership.max() + 2))
     inside_kind, inside_value = kind[inside][edge_order], values[value_index[inside]][edge_order]
     inside_weight = edge_weight[inside][edge_order]
     account_order = np.argsort(membership, kind="stable")
     account_bounds = np.searchsorted(membership[account_order], np.arange(membership.max() + 2))
     members: list[np.ndarray] = []
     strength: list[np.ndarray] = []
-    evidence: list[list[tuple[Evidence, int, int, float]]] = []
     for community in range(membership.max() + 1):
         vertices = account_order[account_bounds[community] : account_bounds[community + 1]]
         if len(vertices) < min_cluster:
@@ -353,21 +360,24 @@ def link(
         label[linked[vertices]] = len(members)
         members.append(linked[vertices])
         strength.append(inside_strength[vertices])
-        edges = slice(edge_bounds[community], edge_bounds[community + 1])
-        evidence.append(_top_evidence(inside_kind[edges], inside_value[edges], inside_weight[edges]))
     community_cluster = np.full(membership.max() + 1, -1, dtype=np.int64)
     kept = np.flatnonzero(np.bincount(membership) >= min_cluster)
     community_cluster[kept] = np.arange(len(kept))
+    # the kept clusters' edges, one after another (communities are in order, so only the dropped ones are cut out)
+    edge_cluster = community_cluster[edge_community[edge_order]]
+    keep_edge = edge_cluster >= 0
+    bounds = np.r_[0, np.cumsum(np.bincount(edge_cluster[keep_edge], minlength=len(kept)))]
     value_weight = np.zeros(len(values))
     value_weight[value_index] = edge_weight
     return Clusters(
         members,
         strength,
-        evidence,
         label,
         values[used_values],
         community_cluster[value_membership],
         value_weight[used_values],
+        (inside_kind[keep_edge], inside_value[keep_edge], inside_weight[keep_edge]),
+        bounds,
     )
 
 
