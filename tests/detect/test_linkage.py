@@ -23,7 +23,6 @@ from hydraguard.detect.linkage import (
     Evidence,
     EvidenceLog,
     _pack,
-    _start,
     link,
     shared_across_orgs,
 )
@@ -115,25 +114,6 @@ def test_accounts_of_unrelated_orgs_sharing_cards_and_a_template_form_one_cluste
     assert {Evidence.PAYMENT, Evidence.TEMPLATE} <= kinds
     assert all(clusters.label[ids.index(a)] == 0 for a in hydra)
     assert all(clusters.label[ids.index(a)] == -1 for a in ids if a.startswith("acct_home"))
-
-
-def test_linkage_started_from_the_previous_communities_keeps_them_and_places_newcomers() -> None:
-    world = World()
-    world.background()
-    hydra = world.campaign()
-    before, ids, _ = world.link()
-    again, _, _ = world.link(previous=before)
-    assert members(again, ids) == members(before, ids) == [set(hydra)]
-    assert again.account_community.tolist() == before.account_community.tolist()
-    # a graph with vertices the previous linkage never saw: they start alone, the rest where they were
-    linked = np.flatnonzero(before.account_community >= 0)
-    unseen = np.array([len(before.account_community) + 5])
-    start = _start(before, np.r_[linked, unseen], np.r_[before.values, np.uint64(1)])
-    seen_start = np.array(start[: len(linked)])
-    assert sorted(set(start)) == list(range(len(set(start))))  # dense
-    same = before.account_community[linked][:, None] == before.account_community[linked][None, :]
-    assert ((seen_start[:, None] == seen_start[None, :]) == same).all()
-    assert start.count(start[len(linked)]) == 1 and start.count(start[-1]) == 1
 
 
 def test_evidence_values_are_named_for_sharing_as_intel() -> None:

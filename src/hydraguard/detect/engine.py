@@ -281,9 +281,7 @@ class Engine:
         return self._orgs
 
     def clusters(self) -> Clusters:
-        return link(
-            self.evidence, self._org_numbers_for(), weights=self.settings.evidence_weights, previous=self._clusters
-        )
+        return link(self.evidence, self._org_numbers_for(), weights=self.settings.evidence_weights)
 
     def _cluster_detections(self, at: float) -> list[Detection]:
         clusters = self.clusters()

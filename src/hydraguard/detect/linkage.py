@@ -258,10 +258,6 @@ class Clusters:
     values: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
     value_label: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     value_weight: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    # the communities behind the clusters, small ones included, where the next linkage starts from: per account
-    # number (-1: not in the graph) and per value of `values`
-    account_community: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    value_community: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     # each cluster's inside edges (kind, value id, weight), cluster after cluster from `_edge_bounds[i]`
     _edges: tuple[np.ndarray, np.ndarray, np.ndarray] = field(
         default_factory=lambda: (np.zeros(0, np.int64), np.zeros(0, np.uint64), np.zeros(0))
@@ -307,14 +303,12 @@ def link(
     min_cluster: int = 3,
     resolution: float = 1.0,
     seed: int = 0,
-    previous: Clusters | None = None,
 ) -> Clusters:
     """Cluster accounts by shared evidence. `orgs` gives each account number's org number: a value counts only
     when accounts of two or more orgs share it (the registry already ties an org's accounts together, and a
     company card or office NAT is not evidence). `candidates` (a boolean mask over account numbers) limits the
     graph to those accounts. Values of the kinds in `max_share` shared by more than that share of the linked
-    accounts are dropped (a freemail domain, a mobile carrier's NAT). Leiden starts from `previous`'s communities
-    when given (the engine's last linkage): the graph changes little between linkages."""
+    accounts are dropped (a freemail domain, a mobile carrier's NAT)."""
     accounts = len(orgs)
     weights = DEFAULT_WEIGHTS if weights is None else weights
     account, kind, value, _ = log.incidences()
@@ -345,8 +339,7 @@ def link(
     used_values, value_vertex = np.unique(value_index, return_inverse=True)
     graph = ig.Graph(n=len(linked) + len(used_values))
     graph.add_edges(np.column_stack([account_vertex, len(linked) + value_vertex]))  # faster than Graph(edges=...)
-    start = None if previous is None else _start(previous, linked, values[used_values])
-    partition = _leiden(graph, edge_weight, resolution, seed, start)
+    partition = _leiden(graph, edge_weight, resolution, seed)
     membership = np.array(partition.membership[: len(linked)])
     value_membership = np.array(partition.membership[len(linked) :])
     # each account's weight to its own community's values: the edges whose two ends share a community
@@ -376,8 +369,6 @@ def link(
     bounds = np.r_[0, np.cumsum(np.bincount(edge_cluster[keep_edge], minlength=len(kept)))]
     value_weight = np.zeros(len(values))
     value_weight[value_index] = edge_weight
-    account_community = np.full(accounts, -1, dtype=np.int64)
-    account_community[linked] = membership
     return Clusters(
         members,
         strength,
@@ -385,8 +376,6 @@ def link(
         values[used_values],
         community_cluster[value_membership],
         value_weight[used_values],
-        account_community,
-        value_membership,
         (inside_kind[keep_edge], inside_value[keep_edge], inside_weight[keep_edge]),
         bounds,
     )
@@ -455,38 +444,13 @@ def _sorted_distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return values[starts], np.cumsum(starts) - 1
 
 
-def _start(previous: Clusters, accounts: np.ndarray, values: np.ndarray) -> list[int]:
-    """An initial membership for a graph of these accounts and values (in vertex order): each vertex in the
-    community it had in `previous`, a vertex new to the graph alone, numbered densely."""
-    account_start = np.full(len(accounts), -1, dtype=np.int64)
-    known = accounts < len(previous.account_community)
-    account_start[known] = previous.account_community[accounts[known]]
-    at, found = _find(previous.values, values)
-    value_start = np.full(len(values), -1, dtype=np.int64)
-    value_start[found] = previous.value_community[at[found]]
-    start = np.concatenate([account_start, value_start])
-    alone = start < 0
-    start[alone] = start.max(initial=-1) + 1 + np.arange(alone.sum())
-    order = np.sort(start)
-    distinct = order[np.r_[True, order[1:] != order[:-1]]] if len(order) else order
-    return np.searchsorted(distinct, start).tolist()
-
-
-def _leiden(
-    graph: ig.Graph, weights: np.ndarray, resolution: float, seed: int, start: list[int] | None = None
-) -> ig.VertexClustering:
+def _leiden(graph: ig.Graph, weights: np.ndarray, resolution: float, seed: int) -> ig.VertexClustering:
     """Leiden communities maximizing modularity, reproducibly: igraph draws from Python's `random` module unless
-    given a generator, so each run gets its own, seeded. From a `start` membership (the previous linkage's
-    communities) one iteration suffices: it refines what changed, three to four times faster than two iterations
-    from scratch, to a higher modularity (docs/detection.md, "Speed")."""
+    given a generator, so each run gets its own, seeded."""
     ig.set_random_number_generator(random.Random(seed))
     try:
         return graph.community_leiden(
-            objective_function="modularity",
-            weights=weights.tolist(),
-            resolution=resolution,
-            n_iterations=2 if start is None else 1,
-            initial_membership=start,
+            objective_function="modularity", weights=weights.tolist(), resolution=resolution, n_iterations=2
         )
     finally:
         ig.set_random_number_generator(random)
