@@ -3,6 +3,8 @@ fallback, and the per-prompt_ref cache."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -86,6 +88,36 @@ def test_embedder_embeds_each_prompt_ref_once() -> None:
     vectors = embedder.embed(many, [f"text number {i}" for i in range(3000)])
     assert vectors.shape == (3000, 1024) and np.array_equal(embedder.embed(["p_2999"], ["x"])[0], vectors[-1])
     assert embedder.embed([], []).shape == (0, 1024)
+
+
+def test_embedder_keeps_its_vectors_on_disk_for_later_processes(tmp_path: Path) -> None:
+    first_model = Counting()
+    first = Embedder("hashing", first_model, tmp_path)
+    vectors = first.embed(["p_1", "p_2"], ["one text", "another text"])
+    first.embed(["p_3"], ["a third"])
+    later_model = Counting()
+    later = Embedder("hashing", later_model, tmp_path)
+    assert len(later) == 3
+    assert np.array_equal(later.embed(["p_2", "p_1"], ["ignored", "ignored"]), vectors[::-1])
+    assert later_model.encoded == []  # read back, not embedded again
+    later.embed(["p_4"], ["a fourth"])
+    assert later_model.encoded == ["a fourth"]
+    # a process stopped after writing vectors but before their refs: the orphan rows are ignored
+    with (tmp_path / "hashing-1024d.f32").open("ab") as out:
+        np.ones((2, 1024), dtype=np.float32).tofile(out)
+    resumed = Embedder("hashing", Counting(), tmp_path)
+    assert len(resumed) == 4
+    fifth = resumed.embed(["p_5"], ["a fifth"])
+    assert np.array_equal(Embedder("hashing", Counting(), tmp_path).embed(["p_5"], ["ignored"]), fifth)
+    with (tmp_path / "hashing-1024d.refs").open("a") as out:
+        out.write("p_cut_off_mid")  # and one stopped mid-ref
+    again = Embedder("hashing", Counting(), tmp_path)
+    assert len(again) == 5
+    sixth = again.embed(["p_6"], ["a sixth"])
+    assert np.array_equal(Embedder("hashing", Counting(), tmp_path).embed(["p_6"], ["ignored"]), sixth)
+    # another model variant keeps its own files
+    other = Embedder("hashing", Hashing(dim=64), tmp_path)
+    assert len(other) == 0 and other.embed(["p_1"], ["one text"]).shape == (1, 64)
 
 
 def test_embedder_refuses_unknown_backends() -> None:

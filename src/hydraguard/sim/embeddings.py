@@ -7,7 +7,8 @@ pairs, L2-normalized, for installations without the wheel. The backend is always
 reported by the detectors that use it; nothing falls back silently.
 
 `Embedder.embed(refs, texts)` caches one vector per `prompt_ref` (a content hash), so each distinct prompt is
-embedded once however often it is sent.
+embedded once however often it is sent; with a cache directory (`HYDRAGUARD_EMBEDDING_CACHE` for the detectors'
+shared embedder) the vectors are also kept on disk, per model variant, for later processes.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -68,6 +70,7 @@ class MiniLM:
         self.layers = int(config["num_hidden_layers"])
         self.eps = float(config["layer_norm_eps"])
         self.batch_size = batch_size
+        self.variant = f"minilm-{max_tokens}t"  # what an embedding depends on, for caches
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.tokenizer.no_padding()  # batches are padded here, grouped by length
         self.tokenizer.enable_truncation(max_tokens)
@@ -146,6 +149,7 @@ class Hashing:
         from sklearn.feature_extraction.text import HashingVectorizer
 
         self.dim = dim
+        self.variant = f"hashing-{dim}d"
         self.vectorizer = HashingVectorizer(n_features=dim, ngram_range=(1, 2), alternate_sign=False, norm=None)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -160,9 +164,12 @@ def _normalize(x: np.ndarray) -> np.ndarray:
 
 
 class Embedder:
-    """One embedding per `prompt_ref`, computed the first time the ref is seen."""
+    """One embedding per `prompt_ref`, computed the first time the ref is seen. With `cache_dir`, vectors are
+    appended to `<cache_dir>/<model variant>.f32` (float32 rows) and their refs to `<variant>.refs` (one per line),
+    and those already there are read back instead of embedded: the refs file is written after the vectors, so a
+    process stopped between the two leaves rows that are ignored, never a ref without its vector."""
 
-    def __init__(self, backend: Backend, model: MiniLM | Hashing | None = None) -> None:
+    def __init__(self, backend: Backend, model: MiniLM | Hashing | None = None, cache_dir: Path | None = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown embedding backend {backend!r} (one of: {', '.join(BACKENDS)})")
         if model is None:
@@ -174,6 +181,38 @@ class Embedder:
         self.dim = model.dim
         self._row: dict[str, int] = {}
         self._vectors = np.zeros((1024, self.dim), dtype=np.float32)
+        self._cache: tuple[Path, Path] | None = None
+        if cache_dir is not None:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            self._cache = (cache_dir / f"{model.variant}.f32", cache_dir / f"{model.variant}.refs")
+            self._load()
+
+    def _load(self) -> None:
+        assert self._cache is not None
+        vectors_path, refs_path = self._cache
+        if not refs_path.exists():
+            return
+        text = refs_path.read_text()
+        if text and not text.endswith("\n"):  # a ref cut off mid-write: drop it, so appends start on a new line
+            text = text[: text.rfind("\n") + 1]
+            refs_path.write_text(text)
+        refs = text.split()
+        vectors = np.fromfile(vectors_path, dtype=np.float32).reshape(-1, self.dim)
+        if len(vectors) > len(refs):  # rows a stopped process wrote without their refs: cut, so appends stay aligned
+            vectors = vectors[: len(refs)]
+            os.truncate(vectors_path, vectors.nbytes)
+        refs = refs[: len(vectors)]
+        self._store(dict.fromkeys(refs, ""), vectors)
+
+    def _store(self, new: dict[str, str], vectors: np.ndarray) -> None:
+        start = len(self._row)
+        if start + len(new) > len(self._vectors):
+            grown = np.zeros((max(2 * len(self._vectors), start + len(new)), self.dim), dtype=np.float32)
+            grown[:start] = self._vectors[:start]
+            self._vectors = grown
+        self._vectors[start : start + len(new)] = vectors
+        for offset, ref in enumerate(new):
+            self._row[ref] = start + offset
 
     def __len__(self) -> int:
         return len(self._row)
@@ -186,15 +225,14 @@ class Embedder:
             if ref not in self._row and ref not in new:
                 new[ref] = text
         if new:
-            vectors = self.model.encode(list(new.values()))
-            start = len(self._row)
-            if start + len(new) > len(self._vectors):
-                grown = np.zeros((max(2 * len(self._vectors), start + len(new)), self.dim), dtype=np.float32)
-                grown[:start] = self._vectors[:start]
-                self._vectors = grown
-            self._vectors[start : start + len(new)] = vectors
-            for offset, ref in enumerate(new):
-                self._row[ref] = start + offset
+            vectors = np.asarray(self.model.encode(list(new.values())), dtype=np.float32)
+            self._store(new, vectors)
+            if self._cache is not None:
+                vectors_path, refs_path = self._cache
+                with vectors_path.open("ab") as out:
+                    vectors.tofile(out)
+                with refs_path.open("a") as out:
+                    out.write("".join(f"{ref}\n" for ref in new))
         return self._vectors[[self._row[ref] for ref in refs]]
 
 
@@ -202,7 +240,10 @@ class Embedder:
 def shared_embedder(backend: Backend) -> Embedder:
     """One embedder (and cache) per backend for the process, so detectors evaluated one after the other on
     the same runs embed each prompt once. MiniLM reads the first 128 tokens here (the length it was trained
-    on, and 1.6 times faster than 256 on CPU)."""
+    on, and 1.6 times faster than 256 on CPU). `HYDRAGUARD_EMBEDDING_CACHE` names a directory that keeps the
+    vectors between processes (docs/simulator.md, "Embeddings")."""
+    cache = os.environ.get("HYDRAGUARD_EMBEDDING_CACHE")
+    cache_dir = Path(cache) if cache else None
     if backend == "minilm" and minilm_available():
-        return Embedder(backend, MiniLM(max_tokens=BASELINE_MAX_TOKENS))
-    return Embedder(backend)
+        return Embedder(backend, MiniLM(max_tokens=BASELINE_MAX_TOKENS), cache_dir)
+    return Embedder(backend, cache_dir=cache_dir)
