@@ -121,9 +121,7 @@ class Engine:
         self._next_analysis = -math.inf
         self.now = -math.inf
         self.cluster_of: dict[str, str] = {}
-        self._payment = np.zeros(
-            0, dtype=np.uint64
-        )  # per account number: its card's hash, as linkage keeps it (0: none)
+        self._payment = np.zeros(0, dtype=np.uint64)  # per account number: its card's hash as linkage keeps it, or 0
         self._clusters: Clusters | None = None  # the last linkage's
         self._linked_at = -math.inf
         self._joinable: dict[int, _Joinable] = {}  # by cluster index of the last linkage
@@ -139,10 +137,9 @@ class Engine:
             zip(accounts.column("id").to_pylist(), accounts.column("signup_at").to_pylist(), strict=True)
         )
         self.evidence.observe_registry(numbers, accounts, self._kinds)
-        if len(self._payment) < len(self.accounts):
-            self._payment = np.concatenate(
-                [self._payment, np.zeros(len(self.accounts) - len(self._payment), np.uint64)]
-            )
+        grow = len(self.accounts) - len(self._payment)
+        if grow > 0:
+            self._payment = np.concatenate([self._payment, np.zeros(grow, np.uint64)])
         cards = accounts.column("payment_fingerprint")
         valid = pc.is_valid(cards).to_numpy(zero_copy_only=False)
         self._payment[numbers] = 0
@@ -337,9 +334,9 @@ class Engine:
             if joinable is None:
                 continue
             earlier = joinable.detection
-            ids = self.accounts.ids
+            ids, members = self.accounts.ids, set(earlier.accounts)
             joining = owner[(cluster == index) & (strength >= joinable.bar)]
-            joining = joining[[ids[n] not in earlier.accounts for n in joining.tolist()]]
+            joining = joining[[ids[n] not in members for n in joining.tolist()]]
             if len(joining) == 0:
                 continue
             payment_shared = self._payment_shared() if payment_shared is None else payment_shared
