@@ -86,19 +86,24 @@ def skeleton(text: str) -> str:
 
 def minhash_bands(words: list[str]) -> list[int]:
     """MINHASH_BANDS 32-bit LSH band keys of the word 3-shingles (fewer than 3 words: the words themselves)."""
+    return _band_keys(words).tolist()
+
+
+def _band_keys(words: list[str]) -> np.ndarray:
     if len(words) > MAX_SHINGLE_WORDS:
         words = words[:300] + words[-100:]
-    hashes = np.array([zlib.crc32(w.encode()) for w in words] or [0], dtype=np.uint64)
+    hashes = np.fromiter([zlib.crc32(w.encode()) for w in words] or [0], dtype=np.uint64)
     if len(hashes) >= 3:
         hashes = (hashes[:-2] * _MIX1 + hashes[1:-1]) * _MIX2 + hashes[2:]
-    # multiply-shift hashing (wrapping uint64 arithmetic): one universal hash function per column of _A
-    mins = ((np.outer(hashes, _A) + _B) >> _SHIFT).min(axis=0).reshape(MINHASH_BANDS, MINHASH_ROWS)
-    return ((mins[:, 0] * _MIX3 + mins[:, 1]) >> _SHIFT).tolist()
+    # multiply-shift hashing (wrapping uint64 arithmetic): one universal hash function per column of _A; each band
+    # is MINHASH_ROWS consecutive columns (few numpy calls: per call overhead is most of the cost at this size)
+    mins = ((hashes[:, None] * _A + _B) >> _SHIFT).min(axis=0)
+    return (mins[0::MINHASH_ROWS] * _MIX3 + mins[1::MINHASH_ROWS]) >> _SHIFT
 
 
 def _fingerprint(skel: str, words: list[str]) -> tuple[str, str]:
     digest = hashlib.sha256(skel.encode()).hexdigest()[:16]
-    return digest, "".join(f"{key:08x}" for key in minhash_bands(words))
+    return digest, _band_keys(words).astype(">u4").tobytes().hex()  # 8 hex digits a band key
 
 
 def template_fingerprint(text: str) -> tuple[str, str]:
@@ -142,17 +147,18 @@ def reasoning_patterns() -> tuple[Pattern, ...]:
     )
 
 
-def reasoning_matches(text: str) -> list[Pattern]:
-    lowered = text.lower()
+def reasoning_matches(text: str, lowered: str | None = None) -> list[Pattern]:
+    """The reasoning-extraction patterns `text` matches (`lowered`: `text.lower()`, if at hand)."""
+    lowered = text.lower() if lowered is None else lowered
     return [
         p for p in reasoning_patterns() if any(cue in lowered for cue in p.cues) and p.regex.search(text) is not None
     ]
 
 
-def reasoning_extraction_score(text: str) -> float:
+def reasoning_extraction_score(text: str, lowered: str | None = None) -> float:
     """1 - prod(1 - weight) over the reasoning-extraction patterns the text matches (0: none)."""
     keep = 1.0
-    for pattern in reasoning_matches(text):
+    for pattern in reasoning_matches(text, lowered):
         keep *= 1.0 - pattern.weight
     return round(1.0 - keep, 4)
 
@@ -180,12 +186,13 @@ def capability_areas() -> AreaIndex:
     return AreaIndex(data["default"], areas, {w: tuple(v) for w, v in words.items()}, tuple(phrases), tuple(patterns))
 
 
-def capability_area(text: str, tools_count: int = 0, words: set[str] | None = None) -> str:
-    """The best-scoring area of `capability_areas.yaml`; `words`: the text's skeleton words, if at hand."""
+def capability_area(text: str, tools_count: int = 0, words: set[str] | None = None, lowered: str | None = None) -> str:
+    """The best-scoring area of `capability_areas.yaml`; `words`: the text's skeleton words, `lowered`:
+    `text.lower()`, if at hand."""
     if tools_count:
         return "agentic"
     index = capability_areas()
-    lowered = text.lower()
+    lowered = text.lower() if lowered is None else lowered
     if words is None:
         words = set(skeleton(text).split())
     scores = [0.0] * len(index.areas)
@@ -209,8 +216,9 @@ def request_features(system_text: str, user_text: str, tools_count: int = 0) -> 
     skel = skeleton(text)
     words = skel.split()
     template_hash, signature = _fingerprint(skel, words)
-    area = capability_area(text, tools_count, set(words))
-    return RequestFeatures(template_hash, signature, reasoning_extraction_score(text), area)
+    lowered = text.lower()
+    area = capability_area(text, tools_count, set(words), lowered)
+    return RequestFeatures(template_hash, signature, reasoning_extraction_score(text, lowered), area)
 
 
 def sampling_fingerprint(values: dict[str, Any] | Any) -> str:
