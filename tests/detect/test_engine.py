@@ -406,3 +406,12 @@ def test_a_new_account_joins_its_detected_cluster_before_the_next_linkage(stream
     assert first.subject in {d.subject for d in earlier}  # the cluster it joined, under the same id
     assert run.engine.cluster_of[REPLACEMENT] == first.subject
     assert NEWCOMER not in covered(run.detections)
+
+
+def test_a_cluster_keeps_the_id_most_of_its_members_had_ties_to_the_first_member() -> None:
+    engine = Engine()
+    engine.cluster_of.update({"acct_a": "cl_y", "acct_b": "cl_x", "acct_c": "cl_x", "acct_d": "cl_y"})
+    assert engine._cluster_id(("acct_b", "acct_c", "acct_d")) == "cl_x"  # the majority
+    assert engine._cluster_id(("acct_a", "acct_b", "acct_e")) == "cl_y"  # a tie: the first member's, not a set's order
+    assert engine.cluster_of["acct_e"] == "cl_y"
+    assert engine._cluster_id(("acct_new1", "acct_new2")) == "cl_new1"

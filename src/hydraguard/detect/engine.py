@@ -10,6 +10,7 @@ one is covered as soon as it links to the cluster at the next analysis.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -110,7 +111,6 @@ class Engine:
         self.accounts = AccountTable()
         self.evidence = EvidenceLog()
         self.org_of: dict[str, str] = {}
-        self.signup_at: dict[str, float] = {}
         self._org_numbers: dict[str, int] = {}
         self._orgs = np.zeros(0, dtype=np.int64)
         self._active = np.zeros(0, dtype=bool)  # active since the last linkage
@@ -122,6 +122,8 @@ class Engine:
         self.now = -math.inf
         self.cluster_of: dict[str, str] = {}
         self._payment = np.zeros(0, dtype=np.uint64)  # per account number: its card's hash as linkage keeps it, or 0
+        self._signup = np.zeros(0)  # per account number: its registry signup time (NaN: unknown)
+        self._payment_shared_now: np.ndarray | None = None  # `_payment_shared()` until the registry changes
         self._clusters: Clusters | None = None  # the last linkage's
         self._linked_at = -math.inf
         self._joinable: dict[int, _Joinable] = {}  # by cluster index of the last linkage
@@ -133,13 +135,13 @@ class Engine:
         `payment_fingerprint` (as `registry/accounts.parquet` or the registry's table)."""
         numbers = self.accounts.numbers(accounts.column("id"))
         self.org_of.update(zip(accounts.column("id").to_pylist(), accounts.column("org_id").to_pylist(), strict=True))
-        self.signup_at.update(
-            zip(accounts.column("id").to_pylist(), accounts.column("signup_at").to_pylist(), strict=True)
-        )
         self.evidence.observe_registry(numbers, accounts, self._kinds)
         grow = len(self.accounts) - len(self._payment)
         if grow > 0:
             self._payment = np.concatenate([self._payment, np.zeros(grow, np.uint64)])
+            self._signup = np.concatenate([self._signup, np.full(grow, np.nan)])
+        self._signup[numbers] = accounts.column("signup_at").to_numpy(zero_copy_only=False).astype(np.float64)
+        self._payment_shared_now = None
         cards = accounts.column("payment_fingerprint")
         valid = pc.is_valid(cards).to_numpy(zero_copy_only=False)
         self._payment[numbers] = 0
@@ -237,7 +239,9 @@ class Engine:
 
     def account_features(self, numbers: np.ndarray) -> dict[str, np.ndarray]:
         features = self.accounts.features(numbers)
-        signup = np.array([self.signup_at.get(self.accounts.ids[n]) or np.nan for n in numbers.tolist()])
+        signup = np.full(len(numbers), np.nan)
+        known = numbers < len(self._signup)
+        signup[known] = self._signup[numbers[known]]
         first = self.accounts.first_seen[numbers]
         with np.errstate(invalid="ignore"):
             since = np.where(np.isnan(signup), np.inf, (first - signup) / 86_400)
@@ -378,7 +382,8 @@ class Engine:
     def _cluster_id(self, ids: tuple[str, ...]) -> str:
         """A cluster keeps its id while it grows: the id of the earlier cluster most of its members were in."""
         previous = [self.cluster_of[a] for a in ids if a in self.cluster_of]
-        cluster_id = max(set(previous), key=previous.count) if previous else "cl_" + ids[0].split("_")[-1][:12]
+        # ties go to the id met first (members are sorted): a set's order would change with the hash seed
+        cluster_id = Counter(previous).most_common(1)[0][0] if previous else "cl_" + ids[0].split("_")[-1][:12]
         for account in ids:
             self.cluster_of[account] = cluster_id
         return cluster_id
@@ -415,12 +420,17 @@ class Engine:
         return features
 
     def _payment_shared(self) -> np.ndarray:
-        """Per account number: its payment fingerprint is also used by an account of another org."""
+        """Per account number: its payment fingerprint is also used by an account of another org. Only a registry
+        load changes it (accounts that appear in events alone have no card), so it is kept until then."""
         shared = np.zeros(len(self.accounts), dtype=bool)
         if Evidence.PAYMENT not in self._kinds:
             return shared
-        paying = np.flatnonzero(self._payment != 0)
-        shared[paying] = shared_across_orgs(self._payment[paying], self._org_numbers_for()[paying])
+        if self._payment_shared_now is None:
+            paying = np.flatnonzero(self._payment != 0)
+            now = np.zeros(len(self._payment), dtype=bool)
+            now[paying] = shared_across_orgs(self._payment[paying], self._org_numbers_for()[paying])
+            self._payment_shared_now = now
+        shared[: len(self._payment_shared_now)] = self._payment_shared_now
         return shared
 
     def run(self, batches: Iterable[pa.RecordBatch]) -> list[Detection]:
