@@ -57,7 +57,9 @@ def test_reasoning_share_counts_scores_of_one_half_or_more() -> None:
     accounts = AccountTable()
     scores = (0.9, 0.5, 0.49, None, 0.0)
     accounts.update(table([event(i * 60.0, reasoning_extraction_score=s) for i, s in enumerate(scores)]))
-    assert features_of(accounts)["reasoning_share"] == pytest.approx(2 / 5)
+    features = features_of(accounts)
+    assert features["reasoning_share"] == pytest.approx(2 / 5)
+    assert features["reasoning_requests"] == 2
 
 
 @pytest.mark.parametrize(

@@ -149,12 +149,14 @@ MEMBER_CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         # an established account of the campaign, diluting its elicitation with cover traffic
         {
             "account.reasoning_share": 0.12,
+            "account.reasoning_requests": 9.0,
             "account.payment_shared": 0.0,
             "account.days_since_signup_at_first_request": 40.0,
         },
         # a developer who signed up this morning, on the same residential exit, and sent the same popular prompt
         {
             "account.reasoning_share": 0.0,
+            "account.reasoning_requests": 0.0,
             "account.payment_shared": 0.0,
             "account.days_since_signup_at_first_request": 0.2,
         },
@@ -195,3 +197,14 @@ def test_cluster_rule_covers_a_member_on_its_own_evidence_and_spares_a_linked_by
     member, bystander = MEMBER_CASES[rule_id]
     assert members.holds(member)
     assert not members.holds(bystander)
+
+
+def test_reasoning_cluster_covers_a_proxy_account_whose_customers_dilute_its_elicitation() -> None:
+    """A proxy network's account serves mostly its customers' ordinary requests: a few elicitation requests in
+    many are still its own evidence, while one in a legitimate account's hundred is not."""
+    members = RULES["hydra-reasoning-cluster"].members
+    assert members is not None
+    proxy = {"account.reasoning_share": 0.03, "account.reasoning_requests": 4.0, "account.payment_shared": 0.0}
+    one_off = {"account.reasoning_share": 0.01, "account.reasoning_requests": 1.0, "account.payment_shared": 0.0}
+    assert members.holds(proxy)
+    assert not members.holds(one_off)

@@ -257,6 +257,7 @@ class AccountTable:
             "log_gap_std": log_gap_std,
             "phase_concentration": phase.max(axis=1) / np.maximum(phase.sum(axis=1), 1),
             "first_day_share": c["first_day_requests"] / requests,
+            "reasoning_requests": c["reasoning"],
             "reasoning_share": c["reasoning"] / served,
             "multi_turn_share": c["multi_turn"] / served,
             "extraction_area_share": area_share[:, extraction].sum(axis=1),
