@@ -55,15 +55,16 @@ _B = _rng.integers(0, 2**63, MINHASH_BANDS * MINHASH_ROWS, dtype=np.uint64)
 _MIX1, _MIX2, _MIX3 = np.uint64(0x9E3779B1), np.uint64(0x85EBCA77), np.uint64(0x9E3779B97F4A7C15)
 _SHIFT = np.uint64(32)
 
-# (cue, pattern, mask): a mask runs only when its cue occurs in the text (cheap `in` test); "" always runs
+# (cues, pattern, mask): a mask runs only when one of its cues occurs in the text (a cheap `in` test, each a
+# substring every match contains); () always runs
 _MASKS = (
-    ("```", re.compile(r"```.*?(```|$)", re.S), " <code> "),
-    ("`", re.compile(r"`[^`\n]+`"), " <code> "),
-    ("", re.compile(r"https?://\S+|www\.\S+"), " <url> "),
-    ("@", re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+"), " <email> "),
-    ("", re.compile(r"\{\{?\s*\w+\s*\}?\}|\[[A-Z][A-Z_ ]{1,30}\]|<[A-Z][A-Z_]{1,30}>"), " <slot> "),
-    ("", re.compile(r"\"[^\"\n]{1,200}\"|“[^”\n]{1,200}”|'[^'\n]{2,200}'(?!\w)"), " <q> "),
-    ("", re.compile(r"\d+([.,:/]\d+)*"), " <num> "),
+    (("```",), re.compile(r"```.*?(```|$)", re.S), " <code> "),
+    (("`",), re.compile(r"`[^`\n]+`"), " <code> "),
+    (("http", "www."), re.compile(r"https?://\S+|www\.\S+"), " <url> "),
+    (("@",), re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+"), " <email> "),
+    (("{", "[", "<"), re.compile(r"\{\{?\s*\w+\s*\}?\}|\[[A-Z][A-Z_ ]{1,30}\]|<[A-Z][A-Z_]{1,30}>"), " <slot> "),
+    (('"', "“", "'"), re.compile(r"\"[^\"\n]{1,200}\"|“[^”\n]{1,200}”|'[^'\n]{2,200}'(?!\w)"), " <q> "),
+    ((), re.compile(r"\d+([.,:/]\d+)*"), " <num> "),
 )
 _WORD = re.compile(r"<\w+>|\w+")
 
@@ -78,8 +79,8 @@ class RequestFeatures:
 
 def skeleton(text: str) -> str:
     """The text with its variable parts masked, lower-cased, whitespace collapsed."""
-    for cue, pattern, mask in _MASKS:
-        if cue in text:
+    for cues, pattern, mask in _MASKS:
+        if not cues or any(cue in text for cue in cues):
             text = pattern.sub(mask, text)
     return " ".join(_WORD.findall(text.lower()))
 
@@ -97,7 +98,9 @@ def _band_keys(words: list[str]) -> np.ndarray:
         hashes = (hashes[:-2] * _MIX1 + hashes[1:-1]) * _MIX2 + hashes[2:]
     # multiply-shift hashing (wrapping uint64 arithmetic): one universal hash function per column of _A; each band
     # is MINHASH_ROWS consecutive columns (few numpy calls: per call overhead is most of the cost at this size)
-    mins = ((hashes[:, None] * _A + _B) >> _SHIFT).min(axis=0)
+    # the minimum before the shift: x >> 32 never decreases as x grows, so it picks the same value on 16 numbers
+    # instead of shifting every row
+    mins = (hashes[:, None] * _A + _B).min(axis=0) >> _SHIFT
     return (mins[0::MINHASH_ROWS] * _MIX3 + mins[1::MINHASH_ROWS]) >> _SHIFT
 
 
