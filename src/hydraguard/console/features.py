@@ -31,6 +31,7 @@ SHOWN = (
     Shown("requests", "Requests", "count"),
     Shown("served", "Requests served", "count"),
     Shown("reasoning_share", "Served requests asking for the model's hidden reasoning", "share"),
+    Shown("reasoning_requests", "Requests asking for the model's hidden reasoning that were served", "count"),
     Shown("extraction_area_share", "Requests on coding, agentic work, reasoning or math", "share"),
     Shown("multi_turn_share", "Served requests that continue a conversation", "share"),
     Shown("hour_entropy", "Spread over the hours of the day (100 %: round the clock)", "share"),
