@@ -3,19 +3,30 @@ corpora, next to the gateway's own `describe_chat` on the same request bodies (t
 pays). Target (issue 4): <= 50 microseconds median per request.
 
     .venv/bin/python bench/request_features.py [--repeat 3]
+    .venv/bin/python bench/request_features.py --against HEAD~1   # interleaved A/B against an earlier commit
+
+With `--against REV`, `detect/request.py` as of that commit is loaded beside the current one and every prompt is
+timed with both, one after the other, so both medians come from the same moments of a noisy machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import msgspec
 
+from hydraguard.detect import request
 from hydraguard.detect.request import request_features
 from hydraguard.gateway.requests import describe_chat
 
@@ -40,10 +51,45 @@ def timed(fn, items) -> list[float]:  # type: ignore[no-untyped-def]
     return out
 
 
+def module_at(revision: str) -> ModuleType:
+    """`hydraguard.detect.request` as of `revision`, reading the current pattern files."""
+    root = Path(__file__).resolve().parents[1]
+    source = subprocess.run(
+        ["git", "show", f"{revision}:src/hydraguard/detect/request.py"], cwd=root, check=True, capture_output=True
+    ).stdout
+    path = Path(tempfile.mkdtemp()) / "request_before.py"
+    path.write_bytes(source)
+    spec = importlib.util.spec_from_file_location("request_before", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    module.PATTERNS_DIR = request.PATTERNS_DIR
+    return module
+
+
+def interleaved(before: Callable[..., object], after: Callable[..., object], prompts: list[tuple[str, str]]) -> None:
+    times: tuple[list[float], list[float]] = ([], [])
+    for prompt in prompts:
+        for fn, out in ((before, times[0]), (after, times[1])):
+            start = time.perf_counter_ns()
+            fn(*prompt)
+            out.append((time.perf_counter_ns() - start) / 1e3)
+    b, a = (statistics.median(t) for t in times)
+    print(f"  before {b:.1f} µs, after {a:.1f} µs median ({a / b - 1:+.1%})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--against", metavar="REV", help="also time the code of this git revision, interleaved")
     args = parser.parse_args()
+    if args.against:
+        before = module_at(args.against).request_features
+        for name in ("legit.jsonl", "extraction.jsonl"):
+            print(f"{name} against {args.against}:")
+            interleaved(before, request_features, load(name) * args.repeat)
+        return
     print(f"machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}")
     print("| Corpus | Prompts | describe_chat median / p99 (µs) | request_features median / p99 (µs) |")
     print("|---|---|---|---|")
