@@ -415,3 +415,51 @@ def test_a_cluster_keeps_the_id_most_of_its_members_had_ties_to_the_first_member
     assert engine._cluster_id(("acct_a", "acct_b", "acct_e")) == "cl_y"  # a tie: the first member's, not a set's order
     assert engine.cluster_of["acct_e"] == "cl_y"
     assert engine._cluster_id(("acct_new1", "acct_new2")) == "cl_new1"
+
+
+# -- a proxy account: the campaign's templates and exits, its customers' requests diluting its elicitation ---------
+PROXY = "acct_hydra_proxy"
+
+
+def with_proxy(stream: Stream) -> Stream:
+    """The stream plus an established campaign account with a card of its own whose traffic is mostly ordinary
+    requests, sent at no fixed second of the minute: of its
+    150 requests over the two days, 4 ask for reasoning (every 37th, so its share never reaches 3 %), the rest are the
+    campaign's templated tasks from the campaign's exits."""
+    rows = [
+        *stream.registry.to_pylist(),
+        {
+            "id": PROXY,
+            "org_id": f"org_{PROXY}",
+            "signup_at": T0 - 60 * DAY,  # established: newness covers it under no rule
+            "signup_ip": "192.0.2.201",
+            "email_domain": f"{PROXY}.example",
+            "payment_fingerprint": "card_proxy_own",
+        },
+    ]
+    events = [
+        _event(
+            T0 + 1150.0 * j + 7,
+            PROXY,
+            f"org_{PROXY}",
+            30_000_000 + j,
+            client_ip=f"100.64.{j % 60}.{j % 250 + 1}",
+            user_agent="python-httpx/0.27.0",
+            message_count=1,
+            reasoning_extraction_score=0.9 if j % 37 == 36 else 0.0,
+            capability_area=AREAS[j % len(TASKS)],
+            template_signature=SIGNATURES[j % len(TASKS)],
+        )
+        for j in range(150)
+    ]
+    table = pa.concat_tables([stream.events, events_to_table(events)]).sort_by("time")
+    return Stream(pa.Table.from_pylist(rows), table, [], [])
+
+
+def test_a_member_whose_elicitation_is_diluted_is_covered_on_its_own_count(stream: Stream) -> None:
+    run = observe_all(with_proxy(stream))
+    [number] = [n for n, account in enumerate(run.engine.accounts.ids) if account == PROXY]
+    features = run.engine.account_features(np.array([number]))
+    assert features["reasoning_requests"][0] == 4 and features["reasoning_share"][0] < 0.05
+    assert PROXY in covered([d for d in run.detections if d.level == "cluster"])
+    assert not covered(run.detections) & set(stream.legit)
