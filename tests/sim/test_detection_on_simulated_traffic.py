@@ -6,15 +6,18 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow.compute as pc
 from typer.testing import CliRunner
 
 from hydraguard.cli import app
+from hydraguard.detect import analyze as analysis
+from hydraguard.detect.engine import COLUMNS
 from hydraguard.sim import detector as detectors
 from hydraguard.sim import evaluate as evaluation
 from hydraguard.sim.scenario import Scenario
 
-from .conftest import read
+from .conftest import read, read_events
 
 
 def test_hydraguard_finds_the_campaign_that_rate_limits_miss(small_run: tuple[Scenario, Path, dict[str, Any]]) -> None:
@@ -46,3 +49,12 @@ def test_analyze_writes_campaigns_with_their_accounts_and_evidence(
 def test_analyze_refuses_a_missing_directory(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["analyze", str(tmp_path / "nope"), "--out", str(tmp_path / "out")])
     assert result.exit_code != 0 and "not a directory" in result.output
+
+
+def test_analysis_reads_the_engines_columns_in_time_order(small_run: tuple[Scenario, Path, dict[str, Any]]) -> None:
+    _, out, _ = small_run
+    batches = list(analysis.simulated_batches(out))
+    assert all(batch.schema.names == COLUMNS for batch in batches)
+    times = np.concatenate([batch.column("time").to_numpy() for batch in batches])
+    assert len(times) == read_events(out, ["time"]).num_rows
+    assert (np.diff(times) >= 0).all()

@@ -16,18 +16,20 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from hydraguard.detect.campaigns import Campaign, CampaignStore
-from hydraguard.detect.engine import Engine
+from hydraguard.detect.engine import COLUMNS, Engine
 from hydraguard.events.log import read_table
 
 
 def simulated_batches(directory: Path, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
+    """The events of a simulated run in time order, with only the columns the engine reads (Parquet reads no
+    others: the prompt references and text, latencies and sampling fields are most of a file)."""
     for path in sorted((directory / "events").glob("day=*/part-*.parquet")):
-        yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size)
+        yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=COLUMNS)
 
 
 def log_batches(directory: Path, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
-    table = read_table(directory).sort_by("time")
-    yield from table.to_batches(max_chunksize=batch_size)
+    """The events of a gateway event log in time order (`read_table` sorts them), the engine's columns only."""
+    yield from read_table(directory).select(COLUMNS).to_batches(max_chunksize=batch_size)
 
 
 def analyze(
