@@ -93,7 +93,8 @@ def minhash_bands(words: list[str]) -> list[int]:
 def _band_keys(words: list[str]) -> np.ndarray:
     if len(words) > MAX_SHINGLE_WORDS:
         words = words[:300] + words[-100:]
-    hashes = np.fromiter([zlib.crc32(w.encode()) for w in words] or [0], dtype=np.uint64)
+    # map, not a comprehension: the loop runs in C
+    hashes = np.fromiter(map(zlib.crc32, map(str.encode, words or [""])), dtype=np.uint64, count=len(words) or 1)
     if len(hashes) >= 3:
         hashes = (hashes[:-2] * _MIX1 + hashes[1:-1]) * _MIX2 + hashes[2:]
     # multiply-shift hashing (wrapping uint64 arithmetic): one universal hash function per column of _A; each band
@@ -150,12 +151,19 @@ def reasoning_patterns() -> tuple[Pattern, ...]:
     )
 
 
+@functools.cache
+def _reasoning_cues() -> tuple[tuple[str, int], ...]:
+    """Every pattern's cues as (cue, pattern number), one flat tuple: one pass of `in` tests per request."""
+    return tuple((cue, i) for i, p in enumerate(reasoning_patterns()) for cue in p.cues)
+
+
 def reasoning_matches(text: str, lowered: str | None = None) -> list[Pattern]:
     """The reasoning-extraction patterns `text` matches (`lowered`: `text.lower()`, if at hand)."""
     lowered = text.lower() if lowered is None else lowered
-    return [
-        p for p in reasoning_patterns() if any(cue in lowered for cue in p.cues) and p.regex.search(text) is not None
-    ]
+    cued = {i for cue, i in _reasoning_cues() if cue in lowered}
+    if not cued:
+        return []
+    return [p for i, p in enumerate(reasoning_patterns()) if i in cued and p.regex.search(text) is not None]
 
 
 def reasoning_extraction_score(text: str, lowered: str | None = None) -> float:
@@ -171,6 +179,7 @@ class AreaIndex:
     default: str
     areas: tuple[str, ...]
     words: dict[str, tuple[tuple[int, float], ...]]  # word -> (area number, weight) for each area it counts for
+    vocabulary: frozenset[str]  # the words' keys, to intersect a text's words with in C
     phrases: tuple[tuple[str, int, float], ...]
     patterns: tuple[tuple[re.Pattern[str], int, float], ...]
 
@@ -186,7 +195,14 @@ def capability_areas() -> AreaIndex:
             words.setdefault(word, []).append((i, float(weight)))
         phrases += [(phrase, i, float(weight)) for phrase, weight in spec.get("phrases", {}).items()]
         patterns += [(re.compile(p), i, float(weight)) for p, weight in spec.get("patterns", {}).items()]
-    return AreaIndex(data["default"], areas, {w: tuple(v) for w, v in words.items()}, tuple(phrases), tuple(patterns))
+    return AreaIndex(
+        data["default"],
+        areas,
+        {w: tuple(v) for w, v in words.items()},
+        frozenset(words),
+        tuple(phrases),
+        tuple(patterns),
+    )
 
 
 def capability_area(text: str, tools_count: int = 0, words: set[str] | None = None, lowered: str | None = None) -> str:
@@ -199,8 +215,8 @@ def capability_area(text: str, tools_count: int = 0, words: set[str] | None = No
     if words is None:
         words = set(skeleton(text).split())
     scores = [0.0] * len(index.areas)
-    for word in words:
-        for area, weight in index.words.get(word, ()):
+    for word in words & index.vocabulary:
+        for area, weight in index.words[word]:
             scores[area] += weight
     for phrase, area, weight in index.phrases:
         if phrase in lowered:
