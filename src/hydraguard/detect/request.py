@@ -79,10 +79,15 @@ class RequestFeatures:
 
 def skeleton(text: str) -> str:
     """The text with its variable parts masked, lower-cased, whitespace collapsed."""
+    return " ".join(skeleton_words(text))
+
+
+def skeleton_words(text: str) -> list[str]:
+    """The skeleton's words (`skeleton(text).split()`, without joining and splitting again)."""
     for cues, pattern, mask in _MASKS:
         if not cues or any(cue in text for cue in cues):
             text = pattern.sub(mask, text)
-    return " ".join(_WORD.findall(text.lower()))
+    return _WORD.findall(text.lower())
 
 
 def minhash_bands(words: list[str]) -> list[int]:
@@ -113,8 +118,8 @@ def _fingerprint(skel: str, words: list[str]) -> tuple[str, str]:
 def template_fingerprint(text: str) -> tuple[str, str]:
     """`(template_hash, template_signature)`: 16 hex digits of the skeleton's SHA-256, and the band keys as
     MINHASH_BANDS groups of 8 hex digits."""
-    skel = skeleton(text)
-    return _fingerprint(skel, skel.split())
+    words = skeleton_words(text)
+    return _fingerprint(" ".join(words), words)
 
 
 def signature_bands(signature: str) -> list[str]:
@@ -213,7 +218,7 @@ def capability_area(text: str, tools_count: int = 0, words: set[str] | None = No
     index = capability_areas()
     lowered = text.lower() if lowered is None else lowered
     if words is None:
-        words = set(skeleton(text).split())
+        words = set(skeleton_words(text))
     scores = [0.0] * len(index.areas)
     for word in words & index.vocabulary:
         for area, weight in index.words[word]:
@@ -232,9 +237,8 @@ def request_features(system_text: str, user_text: str, tools_count: int = 0) -> 
     """The content features of one request: its system prompt and its last user turn (earlier turns were
     scored when they were sent)."""
     text = f"{system_text}\n{user_text}" if system_text else user_text
-    skel = skeleton(text)
-    words = skel.split()
-    template_hash, signature = _fingerprint(skel, words)
+    words = skeleton_words(text)
+    template_hash, signature = _fingerprint(" ".join(words), words)
     lowered = text.lower()
     area = capability_area(text, tools_count, set(words), lowered)
     return RequestFeatures(template_hash, signature, reasoning_extraction_score(text, lowered), area)
