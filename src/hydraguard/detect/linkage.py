@@ -65,7 +65,11 @@ DEFAULT_WEIGHTS = {
 
 
 def value_hashes(values: list[str]) -> np.ndarray:
-    return np.array([zlib.crc32(v.encode()) | (zlib.adler32(v.encode()) << 32) for v in values], dtype=np.uint64)
+    """64 bits per value, stable across processes: CRC-32 low, Adler-32 high (`map`: the loops run in C)."""
+    encoded = list(map(str.encode, values))
+    crc = np.fromiter(map(zlib.crc32, encoded), dtype=np.uint64, count=len(encoded))
+    adler = np.fromiter(map(zlib.adler32, encoded), dtype=np.uint64, count=len(encoded))
+    return crc | (adler << np.uint64(32))
 
 
 def _value_ids(kind: Evidence, hashes: np.ndarray) -> np.ndarray:
