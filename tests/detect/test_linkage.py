@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from hydraguard.detect.engine import REGISTRY_SCHEMA
 from hydraguard.detect.linkage import (
@@ -270,3 +271,18 @@ def test_a_value_is_shared_across_orgs_only_when_two_orgs_hold_it() -> None:
     org = np.array([1, 1, 1, 2, 3, 4, 6, 6])
     assert shared_across_orgs(value, org).tolist() == [False, False, False, True, True, False, False, False]
     assert shared_across_orgs(np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)).tolist() == []
+
+
+@pytest.mark.parametrize("damaged", ["not-a-signature", "ABCDEF01" * 8, "0123abcd" * 3, ""])
+def test_a_damaged_template_signature_carries_no_evidence_and_breaks_nothing(damaged: str) -> None:
+    world = World()
+    world.background()
+    for i in range(12):
+        world.account(f"acct_user{i}", f"org_user{i}", f"card_user{i}")
+        world.send(f"acct_user{i}", TEMPLATE.format(task=TASKS[0]), 2)
+    for event in world.events[-6:]:  # both requests of acct_user9, 10 and 11
+        event.template_signature = damaged
+    clusters, ids, log = world.link()
+    assert members(clusters, ids) == [{f"acct_user{i}" for i in range(9)}]  # the intact signatures still link
+    _, kind, _, counts = log.incidences()
+    assert counts[kind == int(Evidence.TEMPLATE)].sum() == (24 - 6) * TEMPLATE_BANDS

@@ -86,16 +86,18 @@ def _pack(accounts: np.ndarray, kind: Evidence, hashes: np.ndarray) -> np.ndarra
 
 
 def _hex_keys(signatures: pa.Array, bands: int) -> np.ndarray:
-    """(n, bands) uint64 values `band << 32 | key` from `template_signature` strings (8 hex digits per band)."""
-    width = 8 * bands
-    raw = pc.utf8_slice_codeunits(signatures, 0, width).to_numpy(zero_copy_only=False)
-    data = np.frombuffer("".join(raw.tolist()).encode(), dtype=np.uint8).reshape(len(raw), width)
-    digits = np.where(data >= ord("a"), data - ord("a") + 10, data - ord("0")).astype(np.uint64)
-    digits = digits.reshape(len(raw), bands, 8)
-    keys = np.zeros((len(raw), bands), dtype=np.uint64)
-    for i in range(8):
-        keys = (keys << np.uint64(4)) | digits[:, :, i]
-    return keys | (np.arange(bands, dtype=np.uint64) << np.uint64(32))
+    """(n, bands) uint64 values `band << 32 | key` from `template_signature` strings (8 hex digits per band; each
+    must start with at least `bands` of them, see `_signed`)."""
+    raw = pc.utf8_slice_codeunits(signatures, 0, 8 * bands).to_numpy(zero_copy_only=False)
+    keys = np.frombuffer(bytes.fromhex("".join(raw.tolist())), dtype=">u4").reshape(len(raw), bands)
+    return keys.astype(np.uint64) | (np.arange(bands, dtype=np.uint64) << np.uint64(32))
+
+
+def _signed(signatures: pa.Array | pa.ChunkedArray, bands: int) -> np.ndarray:
+    """Mask of the signatures that start with `bands` band keys of 8 lower-case hex digits (others, from a damaged
+    or foreign log, carry no template evidence)."""
+    pattern = f"^[0-9a-f]{{{8 * bands}}}"
+    return pc.fill_null(pc.match_substring_regex(signatures, pattern), False).to_numpy(zero_copy_only=False)
 
 
 @dataclass
@@ -175,7 +177,7 @@ class EvidenceLog:
         self, accounts: np.ndarray, batch: pa.RecordBatch | pa.Table, kinds: frozenset[Evidence] = ALL
     ) -> None:
         signatures = batch.column("template_signature")
-        valid = pc.is_valid(signatures).to_numpy(zero_copy_only=False)
+        valid = _signed(signatures, TEMPLATE_BANDS)
         if Evidence.TEMPLATE in kinds and valid.any():
             keys = _hex_keys(signatures.filter(pa.array(valid)), TEMPLATE_BANDS)
             time = float(pc.max(batch.column("time")).as_py())
