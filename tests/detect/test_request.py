@@ -186,6 +186,23 @@ def test_signature_is_64_hex_digits_in_8_bands_and_deterministic() -> None:
     assert r.template_fingerprint("")[1] != signature
 
 
+# Signatures already written into event logs and intel bundles: a change of the MinHash code must not change them.
+KNOWN_SIGNATURES = {
+    "": "21392d560006bf4d4f718364b8e9f0dc4141a735083adb148ed6a514de500164",
+    "hi": "ceba8f418ce1411d279ab4106b7a7c65ceb5818f6b25f84777fab58c875aba8d",
+    "two words": "503064e292b15e5f41a489ae85f57fbdfce1b6651edd0d4497d2911b19115af0",
+    "You are an expert data analyst. Analyse the table below and explain step by step: 12, 40, 7.": (
+        "069f41746954dd325ad4eec830485632523643b5931c8ce750990c12ea8caf18"
+    ),
+    "word " * 500: "cd937890eadd44065fa51d48edb9cb6bb1dd9cd22ea0bae83a831eacf7086c61",
+}
+
+
+@pytest.mark.parametrize("text", list(KNOWN_SIGNATURES), ids=["empty", "one-word", "two-words", "prompt", "long"])
+def test_signature_is_stable_across_releases(text: str) -> None:
+    assert r.template_fingerprint(text)[1] == KNOWN_SIGNATURES[text]
+
+
 def test_signature_agrees_across_processes() -> None:
     text = TEMPLATE.format(task=TASKS[1])
     code = "import sys; from hydraguard.detect.request import template_fingerprint as f; print(*f(sys.argv[1]))"

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numba
 import numpy as np
 import yaml
 from ua_parser import parse_user_agent
@@ -100,14 +101,28 @@ def _band_keys(words: list[str]) -> np.ndarray:
         words = words[:300] + words[-100:]
     # map, not a comprehension: the loop runs in C
     hashes = np.fromiter(map(zlib.crc32, map(str.encode, words or [""])), dtype=np.uint64, count=len(words) or 1)
+    return _minhash_band_keys(hashes, _A, _B)
+
+
+# compiled: as numpy expressions this took a dozen calls whose per-call overhead was most of a request's feature
+# cost at prompt sizes (docs/benchmarks.md, "Request-level features")
+@numba.njit(cache=True, nogil=True)
+def _minhash_band_keys(hashes: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    shingles = hashes
     if len(hashes) >= 3:
-        hashes = (hashes[:-2] * _MIX1 + hashes[1:-1]) * _MIX2 + hashes[2:]
-    # multiply-shift hashing (wrapping uint64 arithmetic): one universal hash function per column of _A; each band
-    # is MINHASH_ROWS consecutive columns (few numpy calls: per call overhead is most of the cost at this size)
-    # the minimum before the shift: x >> 32 never decreases as x grows, so it picks the same value on 16 numbers
-    # instead of shifting every row
-    mins = (hashes[:, None] * _A + _B).min(axis=0) >> _SHIFT
-    return (mins[0::MINHASH_ROWS] * _MIX3 + mins[1::MINHASH_ROWS]) >> _SHIFT
+        shingles = (hashes[:-2] * _MIX1 + hashes[1:-1]) * _MIX2 + hashes[2:]
+    # multiply-shift hashing (wrapping uint64 arithmetic): one universal hash function per element of a; each band
+    # is MINHASH_ROWS consecutive functions. The minimum before the shift: x >> 32 never decreases as x grows.
+    mins = np.empty(len(a), np.uint64)
+    for j in range(len(a)):
+        lowest = np.uint64(0xFFFFFFFFFFFFFFFF)
+        for value in shingles:
+            lowest = min(lowest, value * a[j] + b[j])
+        mins[j] = lowest >> _SHIFT
+    keys = np.empty(len(a) // MINHASH_ROWS, np.uint64)
+    for band in range(len(keys)):
+        keys[band] = (mins[MINHASH_ROWS * band] * _MIX3 + mins[MINHASH_ROWS * band + 1]) >> _SHIFT
+    return keys
 
 
 def _fingerprint(skel: str, words: list[str]) -> tuple[str, str]:
