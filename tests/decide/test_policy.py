@@ -43,6 +43,31 @@ def test_a_cluster_rule_scoped_to_accounts_gives_one_decision_per_member() -> No
     assert len({d.id for d in plan.decisions}) == 3
 
 
+def test_each_cluster_hit_acts_on_the_members_its_own_condition_covers() -> None:
+    """A block whose member condition covers everyone acts on the group; a challenge covering one member (its card
+    is shared, nothing else) acts on that member alone, and the block does not reach a member it does not cover."""
+    block, challenge = hit(Action.BLOCK, ScopeKind.GROUP, rule="b"), hit(Action.CHALLENGE, ScopeKind.GROUP, rule="c")
+    everyone = Detection(
+        NOW, "cluster", "cl_1", ("a1", "a2", "a3"), (block, challenge), {}, covers=(("a1", "a2", "a3"), ("a3",))
+    )
+    plan = Policy().plan(everyone, NOW)
+    assert plan.group == (group_id("cl_1"), ("a1", "a2", "a3"))
+    assert [(d.type, d.scope, d.value) for d in plan.decisions] == [
+        (DecisionType.BLOCK, ScopeKind.GROUP, "campaign:cl_1"),
+        (DecisionType.CHALLENGE, ScopeKind.ACCOUNT, "a3"),
+    ]
+    owner = Detection(
+        NOW, "cluster", "cl_1", ("a1", "a2", "a3"), (block, challenge), {}, covers=(("a1", "a2"), ("a3",))
+    )
+    plan = Policy().plan(owner, NOW)
+    assert plan.group == (group_id("cl_1"), ("a1", "a2", "a3"))  # one budget for the cluster all the same
+    assert [(d.type, d.value) for d in plan.decisions] == [
+        (DecisionType.BLOCK, "a1"),
+        (DecisionType.BLOCK, "a2"),
+        (DecisionType.CHALLENGE, "a3"),
+    ]
+
+
 def test_throttle_and_degrade_carry_the_configured_limits_and_profile() -> None:
     settings = PolicySettings(throttle=LimitSet(rpm=2), degrade_profile="cheap")
     plan = Policy(settings).plan(

@@ -11,6 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from hydraguard.decide.model import DecisionType, ScopeKind
+from hydraguard.decide.policy import Policy
 from hydraguard.detect.engine import Detection, Engine, EngineSettings
 from hydraguard.detect.linkage import Evidence
 from hydraguard.detect.request import template_fingerprint
@@ -332,10 +334,26 @@ def test_an_active_bystander_is_not_covered_once_the_cluster_has_evidence(bystan
     strict=True,
     reason="linkage.link splits the young campaign by card and gives each community's strength only its own "
     "values: the card_pool0 community has only the payment value, so the active bystander's strength equals "
-    "the members' and engine._confirmed covers it with a 7-day block at the first analysis",
+    "the members' and engine._confirmed covers it at the first analysis (with a challenge, not a block: below)",
 )
 def test_an_active_bystander_is_never_covered(bystander_run: Observed) -> None:
     assert BYSTANDER not in covered(bystander_run.detections)
+
+
+def test_an_active_bystander_is_challenged_never_blocked(bystander_run: Observed) -> None:
+    """The campaign's card pool includes the bystander's card: its holder is challenged (verification lets the
+    card's owner through) while the members that harvest reasoning are blocked."""
+    policy = Policy()
+    blocked, challenged = set(), set()
+    for detection in bystander_run.detections:
+        enforcement = policy.plan(detection, detection.at)
+        for decision in enforcement.decisions:
+            group = enforcement.group[1] if enforcement.group and decision.scope is ScopeKind.GROUP else ()
+            targets = set(group) if decision.scope is ScopeKind.GROUP else {decision.value}
+            {DecisionType.BLOCK: blocked, DecisionType.CHALLENGE: challenged}.get(decision.type, set()).update(targets)
+    assert BYSTANDER in challenged
+    assert BYSTANDER not in blocked
+    assert len(blocked & set(build_stream().campaign)) >= CAMPAIGN // 2
 
 
 # -- between linkages: new accounts join a detected cluster ------------------------------------------------------
@@ -406,6 +424,11 @@ def test_a_new_account_joins_its_detected_cluster_before_the_next_linkage(stream
     assert first.subject in {d.subject for d in earlier}  # the cluster it joined, under the same id
     assert run.engine.cluster_of[REPLACEMENT] == first.subject
     assert NEWCOMER not in covered(run.detections)
+    # the hits it joins under: each covers it only through its own member condition (it elicits, on its own card)
+    by_rule = {hit.rule_id: first.covered_by(i) for i, hit in enumerate(first.hits)}
+    assert REPLACEMENT in by_rule["hydra-reasoning-cluster"]
+    assert REPLACEMENT not in by_rule.get("hydra-reasoning-cluster-card", ())
+    assert all(set(accounts) <= set(first.accounts) for accounts in by_rule.values())
 
 
 def test_a_cluster_keeps_the_id_most_of_its_members_had_ties_to_the_first_member() -> None:

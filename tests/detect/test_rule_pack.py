@@ -51,6 +51,20 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "cluster.multi_turn_share": 0.6,
         },
     ),
+    "hydra-reasoning-cluster-card": (
+        # the same hydra: its shared-card members are challenged beside the harvesting members blocked
+        {
+            "cluster.accounts": 15.0,
+            "cluster.orgs": 15.0,
+            "cluster.reasoning_share": 0.3,
+        },
+        # the same campus cohort
+        {
+            "cluster.accounts": 35.0,
+            "cluster.orgs": 35.0,
+            "cluster.reasoning_share": 0.0,
+        },
+    ),
     "hydra-synchronized-cluster": (
         # a load balancer spreading one workload over 20 accounts, round the clock, in step within the minute
         {
@@ -161,6 +175,12 @@ MEMBER_CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "account.days_since_signup_at_first_request": 0.2,
         },
     ),
+    "hydra-reasoning-cluster-card": (
+        # a fresh account of the campaign paying from its card pool, not yet eliciting itself
+        {"account.payment_shared": 1.0, "account.reasoning_requests": 0.0},
+        # a developer on the same residential exit, paying with a card of their own
+        {"account.payment_shared": 0.0, "account.reasoning_requests": 0.0},
+    ),
     "hydra-synchronized-cluster": (
         # a replacement account, first request hours after sign-up, not yet in step
         {
@@ -208,3 +228,35 @@ def test_reasoning_cluster_covers_a_proxy_account_whose_customers_dilute_its_eli
     one_off = {"account.reasoning_share": 0.01, "account.reasoning_requests": 1.0, "account.payment_shared": 0.0}
     assert members.holds(proxy)
     assert not members.holds(one_off)
+
+
+def test_a_shared_card_alone_gets_a_challenge_and_harvesting_gets_a_block() -> None:
+    """The two reasoning-cluster rules fire on the same clusters; a member whose only evidence is a card another
+    org uses (perhaps the card's owner, robbed by the campaign) is challenged, not blocked."""
+    block, card = RULES["hydra-reasoning-cluster"], RULES["hydra-reasoning-cluster-card"]
+    assert block.when == card.when
+    assert (block.action, card.action) == (Action.BLOCK, Action.CHALLENGE)
+    assert block.members is not None and card.members is not None
+    owner = {"account.reasoning_share": 0.0, "account.reasoning_requests": 0.0, "account.payment_shared": 1.0}
+    harvester = {"account.reasoning_share": 0.2, "account.reasoning_requests": 30.0, "account.payment_shared": 1.0}
+    assert card.members.holds(owner) and not block.members.holds(owner)
+    assert block.members.holds(harvester)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.049, 0.05, 0.3])
+@pytest.mark.parametrize("requests", [0.0, 2.0, 3.0, 40.0])
+@pytest.mark.parametrize("shared", [0.0, 1.0, 4.0])
+def test_the_two_reasoning_cluster_rules_cover_the_members_version_4_covered(
+    share: float, requests: float, shared: float
+) -> None:
+    """Splitting the shared-card members off changed their action, not who is covered (so the detection figures
+    of docs/detection.md stand)."""
+    member = {
+        "account.reasoning_share": share,
+        "account.reasoning_requests": requests,
+        "account.payment_shared": shared,
+    }
+    block, card = RULES["hydra-reasoning-cluster"].members, RULES["hydra-reasoning-cluster-card"].members
+    assert block is not None and card is not None
+    version_4 = share >= 0.05 or requests >= 3 or shared >= 1
+    assert (block.holds(member) or card.holds(member)) == version_4

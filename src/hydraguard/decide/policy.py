@@ -1,7 +1,8 @@
 """The policy: turns detections into decisions for the gateway (CrowdSec's "profiles" step).
 
-Detection proposes, the policy disposes. Each enforcing, non-shadow rule hit becomes one decision of the rule's
-action, scoped as the rule says (an account, or a cluster as a decision-store group), lasting the rule's TTL.
+Detection proposes, the policy disposes. Each enforcing, non-shadow rule hit becomes decisions of the rule's
+action for the accounts it covers (a cluster rule's own `members` condition), scoped as the rule says (an account,
+or a cluster as a decision-store group), lasting the rule's TTL.
 A cluster's accounts become one group, so they share the group budget (`[limits] group`): a hydra of 25,000
 accounts gets the budget of one customer, and its newest member is covered as soon as it links.
 
@@ -72,20 +73,24 @@ class Policy:
         if not hits or self._dismissed(detection.subject):
             return Enforcement(detection.subject, ())
         decisions = []
-        group = None
-        for hit in hits:
-            scope, values = self._scope(hit, detection)
-            if scope is ScopeKind.GROUP:
-                group = (values[0], detection.accounts)
-            decisions += [self._decision(hit, detection, scope, value, now) for value in values]
+        for index, hit in enumerate(detection.hits):
+            if hit.action in _TYPES and not hit.shadow:
+                scope, values = self._scope(hit, detection, detection.covered_by(index))
+                decisions += [self._decision(hit, detection, scope, value, now) for value in values]
+        # a group rule's cluster shares one budget, whichever members each of its decisions covers
+        grouped = any(h.scope is ScopeKind.GROUP for h in hits)
+        group = (group_id(detection.subject), detection.accounts) if grouped else None
         return Enforcement(detection.subject, tuple(decisions), group)
 
     @staticmethod
-    def _scope(hit: Hit, detection: Detection) -> tuple[ScopeKind, tuple[str, ...]]:
+    def _scope(hit: Hit, detection: Detection, covered: tuple[str, ...]) -> tuple[ScopeKind, tuple[str, ...]]:
+        """A group rule acts on the cluster's group when it covers all of the detection's accounts, else on the
+        accounts it covers: a member covered only by a milder rule's condition (a challenge for a shared card) is
+        not held to a harsher rule's action (a block for harvesting reasoning)."""
         # rules are validated to name only these two scopes (detect/rules.py)
-        if hit.scope is ScopeKind.GROUP:
+        if hit.scope is ScopeKind.GROUP and covered == detection.accounts:
             return ScopeKind.GROUP, (group_id(detection.subject),)
-        return ScopeKind.ACCOUNT, detection.accounts
+        return ScopeKind.ACCOUNT, covered
 
     def _decision(self, hit: Hit, detection: Detection, scope: ScopeKind, value: str, now: float) -> Decision:
         kind = _TYPES[hit.action]

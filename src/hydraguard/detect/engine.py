@@ -64,6 +64,13 @@ class Detection:
     features: dict[str, float]
     evidence: tuple[str, ...] = ()  # in words: what links a cluster
     indicators: tuple[tuple[str, str], ...] = ()  # (evidence kind, value) behind those words: shareable intel
+    # per hit, the accounts its own member condition covers (a cluster rule with `members`); () : each hit covers
+    # every account of the detection
+    covers: tuple[tuple[str, ...], ...] = ()
+
+    def covered_by(self, hit: int) -> tuple[str, ...]:
+        """The accounts the `hit`-th hit covers (sorted, like `accounts`)."""
+        return self.covers[hit] if self.covers else self.accounts
 
     @property
     def score(self) -> float:
@@ -307,14 +314,17 @@ class Engine:
             if not hits:
                 continue
             cluster_id = self._cluster_id(tuple(sorted(self.accounts.ids[n] for n in confirmed.tolist())))
-            covered = self._covered(confirmed, hits, payment_shared, member_features)
+            covers = self._covers(confirmed, hits, payment_shared, member_features)
+            covered = confirmed[np.logical_or.reduce(covers)]
             if len(covered) == 0:
                 continue
-            ids = tuple(sorted(self.accounts.ids[n] for n in covered.tolist()))
+            names = self.accounts.ids
+            ids = tuple(sorted(names[n] for n in covered.tolist()))
+            by_hit = tuple(tuple(sorted(names[n] for n in confirmed[c].tolist())) for c in covers)
             evidence = clusters.evidence(index)
             words = tuple(f"{e.name.lower().replace('_', ' ')} shared by {n} accounts" for e, _, n, _ in evidence)
             indicators = tuple((e.name.lower(), self.evidence.name(v)) for e, v, _, _ in evidence)
-            detection = Detection(at, "cluster", cluster_id, ids, tuple(hits), values, words, indicators)
+            detection = Detection(at, "cluster", cluster_id, ids, tuple(hits), values, words, indicators, by_hit)
             detections.append(detection)
             self._joinable[index] = _Joinable(detection, bar)
         return detections
@@ -344,13 +354,19 @@ class Engine:
             if len(joining) == 0:
                 continue
             payment_shared = self._payment_shared() if payment_shared is None else payment_shared
-            covered = self._covered(joining, list(earlier.hits), payment_shared, self.account_features(joining))
+            covers = self._covers(joining, list(earlier.hits), payment_shared, self.account_features(joining))
+            covered = joining[np.logical_or.reduce(covers)]
             if len(covered) == 0:
                 continue
             joined = [ids[n] for n in covered.tolist()]
             for account in joined:
                 self.cluster_of[account] = earlier.subject
-            joinable.detection = replace(earlier, at=at, accounts=tuple(sorted((*earlier.accounts, *joined))))
+            by_hit = tuple(
+                tuple(sorted((*earlier.covered_by(i), *(ids[n] for n in joining[c].tolist()))))
+                for i, c in enumerate(covers)
+            )
+            accounts = tuple(sorted((*earlier.accounts, *joined)))
+            joinable.detection = replace(earlier, at=at, accounts=accounts, covers=by_hit)
             detections.append(joinable.detection)
         return detections
 
@@ -366,18 +382,16 @@ class Engine:
         bar = np.where(active, active_bar, floor * np.median(strength))
         return members[strength >= bar], float(active_bar)
 
-    def _covered(
+    def _covers(
         self, members: np.ndarray, hits: list[Hit], payment_shared: np.ndarray, features: dict[str, np.ndarray]
-    ) -> np.ndarray:
-        """The members a cluster's hits cover: for a rule with a `members` condition, those whose own features meet
-        it (a bystander linked by a shared exit or a popular prompt shows none of the campaign's behaviour), else
-        all of them."""
-        conditions = [hit.members for hit in hits]
-        if any(condition is None for condition in conditions):
-            return members
+    ) -> list[np.ndarray]:
+        """Per hit, a mask over `members` of those it covers: for a rule with a `members` condition, those whose own
+        features meet it (a bystander linked by a shared exit or a popular prompt shows none of the campaign's
+        behaviour), else all of them. Each hit's action applies to its own members (`decide.policy`)."""
         features = {**features, "payment_shared": payment_shared[members]}
         columns = {f"account.{n}": v.astype(float) for n, v in features.items()}
-        return members[np.logical_or.reduce([c.holds_each(columns, len(members)) for c in conditions if c is not None])]
+        everyone = np.ones(len(members), dtype=bool)
+        return [everyone if h.members is None else h.members.holds_each(columns, len(members)) for h in hits]
 
     def _cluster_id(self, ids: tuple[str, ...]) -> str:
         """A cluster keeps its id while it grows: the id of the earlier cluster most of its members were in."""
