@@ -9,11 +9,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
 
 from hydraguard.detect.request import client_fingerprint, request_features, sampling_fingerprint
 from hydraguard.events.schema import ARROW_SCHEMA
 from hydraguard.gateway.requests import describe_chat
-from hydraguard.sim import generate
+from hydraguard.sim import generate, output
 from hydraguard.sim.scenario import Scenario
 from tests.sim.conftest import read, read_events, shortened
 
@@ -236,6 +238,21 @@ def test_prompt_stats_are_describe_chats_on_the_same_body() -> None:
             covered |= {"history"} if info.message_count >= 3 else set()
             covered |= {"stream"} if info.stream else set()
     assert checked > 500 and covered == {"tools", "system", "history", "stream"}
+
+
+def test_a_day_written_row_group_by_row_group_is_the_file_its_whole_table_makes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(output, "ROW_GROUP", 2_000)  # a few row groups out of one small day
+    scenario = shortened("seed-hydra-small", 2)
+    world, sims = generate.build_world(scenario, materialize_text=True)
+    columns = generate.columns_for(world, materialize_text=True)
+    block = output.Block.concat([sim.day(0) for sim in sims])
+    block = block.take(np.argsort(block.time, kind="stable"))
+    output.write_parquet(columns.table(block), str(tmp_path / "whole.parquet"))
+    output.write_day(columns, block, str(tmp_path / "parts.parquet"))
+    assert pq.ParquetFile(tmp_path / "parts.parquet").num_row_groups == -(-len(block) // 2_000) > 2
+    assert (tmp_path / "parts.parquet").read_bytes() == (tmp_path / "whole.parquet").read_bytes()
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:

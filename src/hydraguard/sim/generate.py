@@ -31,7 +31,7 @@ from hydraguard.sim.accounts import Registry
 from hydraguard.sim.campaign import CampaignSim
 from hydraguard.sim.legit import LegitSim
 from hydraguard.sim.network import Internet
-from hydraguard.sim.output import Block, Columns, write_parquet
+from hydraguard.sim.output import Block, Columns, write_day, write_parquet
 from hydraguard.sim.prompts import Conversations, PromptBook
 from hydraguard.sim.scenario import CampaignPopulation, LegitPopulation, Scenario
 from hydraguard.sim.world import World
@@ -147,10 +147,9 @@ def simulate(
 
 
 def _write_day(columns: Columns, block: Block, partition: Path) -> None:
-    """One day's partition; its Arrow table is freed (back to the pool) before the next day is generated."""
+    """One day's partition."""
     partition.mkdir(parents=True)
-    write_parquet(columns.table(block), str(partition / "part-0.parquet"))
-    pa.default_memory_pool().release_unused()
+    write_day(columns, block, str(partition / "part-0.parquet"))
 
 
 def _prepare(out: Path) -> None:

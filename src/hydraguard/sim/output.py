@@ -178,6 +178,18 @@ def _ip_column(addresses: np.ndarray) -> pa.Array:
     return _take(pa.array(network.to_strings(unique), pa.string()), inverse)
 
 
+ROW_GROUP = 1 << 20
+
+
 def write_parquet(table: pa.Table, path: str) -> None:
     """Deterministic bytes: same table, same file."""
-    pq.write_table(table, path, compression="zstd", row_group_size=1 << 20, write_statistics=True)
+    pq.write_table(table, path, compression="zstd", row_group_size=ROW_GROUP, write_statistics=True)
+
+
+def write_day(columns: Columns, block: Block, path: str) -> None:
+    """A day's events as `write_parquet` writes their table (the same bytes), built and written one row group at a
+    time: with `--materialize-text` a whole day's prompt text would otherwise sit in memory at once."""
+    with pq.ParquetWriter(path, ARROW_SCHEMA, compression="zstd", write_statistics=True) as writer:
+        for start in range(0, max(len(block), 1), ROW_GROUP):
+            writer.write_table(columns.table(block.slice(start, start + ROW_GROUP)), row_group_size=ROW_GROUP)
+            pa.default_memory_pool().release_unused()
