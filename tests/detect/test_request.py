@@ -195,10 +195,15 @@ KNOWN_SIGNATURES = {
         "069f41746954dd325ad4eec830485632523643b5931c8ce750990c12ea8caf18"
     ),
     "word " * 500: "cd937890eadd44065fa51d48edb9cb6bb1dd9cd22ea0bae83a831eacf7086c61",
+    "Résumé de la réunion: naïve café, 日本語のテキストを要約してください, ünïcödé words ok": (
+        "6f3535426aebf6d83385145f1ac251d2f81067020fde8b4290e07d008c36d6a0"
+    ),
 }
 
 
-@pytest.mark.parametrize("text", list(KNOWN_SIGNATURES), ids=["empty", "one-word", "two-words", "prompt", "long"])
+@pytest.mark.parametrize(
+    "text", list(KNOWN_SIGNATURES), ids=["empty", "one-word", "two-words", "prompt", "long", "non-ascii"]
+)
 def test_signature_is_stable_across_releases(text: str) -> None:
     assert r.template_fingerprint(text)[1] == KNOWN_SIGNATURES[text]
 

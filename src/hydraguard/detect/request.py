@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -93,21 +92,45 @@ def skeleton_words(text: str) -> list[str]:
 
 def minhash_bands(words: list[str]) -> list[int]:
     """MINHASH_BANDS 32-bit LSH band keys of the word 3-shingles (fewer than 3 words: the words themselves)."""
-    return _band_keys(words).tolist()
+    return _band_keys(" ".join(words).encode()).tolist()
 
 
-def _band_keys(words: list[str]) -> np.ndarray:
-    if len(words) > MAX_SHINGLE_WORDS:
-        words = words[:300] + words[-100:]
-    # map, not a comprehension: the loop runs in C
-    hashes = np.fromiter(map(zlib.crc32, map(str.encode, words or [""])), dtype=np.uint64, count=len(words) or 1)
-    return _minhash_band_keys(hashes, _A, _B)
+def _crc32_table() -> np.ndarray:
+    """zlib's CRC-32 (reflected polynomial 0xEDB88320), one entry a byte value."""
+    table = np.zeros(256, dtype=np.uint64)
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xEDB88320 if crc & 1 else crc >> 1
+        table[byte] = crc
+    return table
+
+
+_CRC32 = _crc32_table()
+
+
+def _band_keys(skeleton_bytes: bytes) -> np.ndarray:
+    """The band keys of a skeleton given as its UTF-8 bytes (words joined by single spaces)."""
+    return _skeleton_band_keys(np.frombuffer(skeleton_bytes, dtype=np.uint8), _A, _B)
 
 
 # compiled: as numpy expressions this took a dozen calls whose per-call overhead was most of a request's feature
-# cost at prompt sizes (docs/benchmarks.md, "Request-level features")
+# cost at prompt sizes, and hashing words one by one in Python a few more (docs/benchmarks.md, "Request-level
+# features")
 @numba.njit(cache=True, nogil=True)
-def _minhash_band_keys(hashes: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _skeleton_band_keys(text: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    # each word's CRC-32 (zlib.crc32 of its UTF-8 bytes); an empty skeleton hashes as one empty word
+    hashes = np.empty(np.sum(text == 32) + 1, np.uint64)
+    word, crc = 0, np.uint64(0xFFFFFFFF)
+    for byte in text:
+        if byte == 32:
+            hashes[word] = crc ^ np.uint64(0xFFFFFFFF)
+            word, crc = word + 1, np.uint64(0xFFFFFFFF)
+        else:
+            crc = _CRC32[(crc ^ np.uint64(byte)) & np.uint64(0xFF)] ^ (crc >> np.uint64(8))
+    hashes[word] = crc ^ np.uint64(0xFFFFFFFF)
+    if len(hashes) > MAX_SHINGLE_WORDS:  # long prompts: the first 300 and the last 100 words
+        hashes = np.concatenate((hashes[:300], hashes[-100:]))
     shingles = hashes
     if len(hashes) >= 3:
         shingles = (hashes[:-2] * _MIX1 + hashes[1:-1]) * _MIX2 + hashes[2:]
@@ -125,16 +148,17 @@ def _minhash_band_keys(hashes: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.n
     return keys
 
 
-def _fingerprint(skel: str, words: list[str]) -> tuple[str, str]:
-    digest = hashlib.sha256(skel.encode()).hexdigest()[:16]
-    return digest, _band_keys(words).astype(">u4").tobytes().hex()  # 8 hex digits a band key
+def _fingerprint(skel: str) -> tuple[str, str]:
+    encoded = skel.encode()
+    digest = hashlib.sha256(encoded).hexdigest()[:16]
+    return digest, _band_keys(encoded).astype(">u4").tobytes().hex()  # 8 hex digits a band key
 
 
 def template_fingerprint(text: str) -> tuple[str, str]:
     """`(template_hash, template_signature)`: 16 hex digits of the skeleton's SHA-256, and the band keys as
     MINHASH_BANDS groups of 8 hex digits."""
     words = skeleton_words(text)
-    return _fingerprint(" ".join(words), words)
+    return _fingerprint(" ".join(words))
 
 
 def signature_bands(signature: str) -> list[str]:
@@ -253,7 +277,7 @@ def request_features(system_text: str, user_text: str, tools_count: int = 0) -> 
     scored when they were sent)."""
     text = f"{system_text}\n{user_text}" if system_text else user_text
     words = skeleton_words(text)
-    template_hash, signature = _fingerprint(" ".join(words), words)
+    template_hash, signature = _fingerprint(" ".join(words))
     lowered = text.lower()
     area = capability_area(text, tools_count, set(words), lowered)
     return RequestFeatures(template_hash, signature, reasoning_extraction_score(text, lowered), area)
