@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -14,7 +15,10 @@ from hydraguard.admin.services import AdminServices, Conflict, Invalid, NotFound
 from hydraguard.admin.tables import audit_log
 from hydraguard.admin.tokens import Role
 from hydraguard.decide.model import Decision, DecisionType, ScopeKind
+from hydraguard.decide.policy import Policy
 from hydraguard.decide.store import RedisDecisionStore, SqlDecisionStore
+from hydraguard.detect.engine import Detection
+from hydraguard.detect.rules import Action, Hit, Severity
 from hydraguard.limits.policy import LimitSet
 
 from .conftest import CLI_ACTOR, SECRET, TIERS
@@ -209,3 +213,29 @@ def test_concurrent_changes_form_one_chain(services: AdminServices) -> None:
         thread.join()
     result = services.verify_audit()
     assert result.ok and result.entries == 30 == len(services.list_orgs())
+
+
+async def test_lifting_a_cluster_campaign_removes_the_decisions_its_rules_put_on_single_members(
+    services: AdminServices,
+) -> None:
+    """A cluster rule that covers only some members acts on them one by one (a shared-card challenge beside a
+    block of the group); lifting the campaign removes those too, and leaves a member's own account-rule decision."""
+    block = Hit("hydra-reasoning-cluster", 5, Severity.CRITICAL, Action.BLOCK, ScopeKind.GROUP, 86400, False, ("x",))
+    card = Hit("hydra-reasoning-cluster-card", 1, Severity.HIGH, Action.CHALLENGE, ScopeKind.GROUP, 86400, False, ())
+    accounts = ("acct_1", "acct_2", "acct_3")
+    detection = Detection(1e9, "cluster", "cl_lift", accounts, (block, card), {}, covers=(accounts, ("acct_3",)))
+    own = Hit("reasoning-trace-harvest", 1, Severity.HIGH, Action.BLOCK, ScopeKind.ACCOUNT, 86400, False, ())
+    alone = Detection(1e9, "account", "acct_1", ("acct_1",), (own,), {})
+    [campaign_id] = services.campaigns.record([detection])
+    await Policy().enforce(services.decisions, [detection, alone], now=time.time())
+    assert len(await services.decisions.list()) == 3
+
+    lifted = await services.lift_campaign(ANALYST, campaign_id)
+
+    assert sorted((d.type, d.value) for d in lifted) == [
+        (DecisionType.BLOCK, "campaign:cl_lift"),
+        (DecisionType.CHALLENGE, "acct_3"),
+    ]
+    assert [(d.source, d.value) for d in await services.decisions.list()] == [
+        ("detect:reasoning-trace-harvest", "acct_1")
+    ]

@@ -657,7 +657,15 @@ class AdminServices:
     async def _lift(self, change: _Change, store: DecisionStore, campaign: Campaign) -> list[Decision]:
         group = policy.group_id(campaign.id)
         subject = {group} if campaign.level == "cluster" else {campaign.id}
-        lifted = [d for d in await store.list() if d.value in subject]
+        # a cluster rule that covers only some members acts on them one by one (decide.policy); an account's own
+        # account-level rules are another subject, and stay
+        by_rule = {policy.SOURCE_PREFIX + rule for rule in campaign.rules} if campaign.level == "cluster" else set()
+        accounts = set(campaign.accounts)
+        lifted = [
+            d
+            for d in await store.list()
+            if d.value in subject or (d.source in by_rule and d.scope is ScopeKind.ACCOUNT and d.value in accounts)
+        ]
         members = sorted(await joined.group_members(store, group))
         for decision in lifted:
             await store.remove(decision.id)
