@@ -90,11 +90,6 @@ def skeleton_words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def minhash_bands(words: list[str]) -> list[int]:
-    """MINHASH_BANDS 32-bit LSH band keys of the word 3-shingles (fewer than 3 words: the words themselves)."""
-    return _band_keys(" ".join(words).encode()).tolist()
-
-
 def _crc32_table() -> np.ndarray:
     """zlib's CRC-32 (reflected polynomial 0xEDB88320), one entry a byte value."""
     table = np.zeros(256, dtype=np.uint64)
@@ -110,7 +105,8 @@ _CRC32 = _crc32_table()
 
 
 def _band_keys(skeleton_bytes: bytes) -> np.ndarray:
-    """The band keys of a skeleton given as its UTF-8 bytes (words joined by single spaces)."""
+    """MINHASH_BANDS 32-bit LSH band keys of the word 3-shingles (fewer than 3 words: the words themselves) of a
+    skeleton given as its UTF-8 bytes (words joined by single spaces)."""
     return _skeleton_band_keys(np.frombuffer(skeleton_bytes, dtype=np.uint8), _A, _B)
 
 
