@@ -186,3 +186,19 @@ def test_calibrate_and_evaluate_on_simulated_runs(runs: tuple[Path, Path, Path],
     written = evaluate.plots(rows, tmp_path)
     assert [p.name for p in written] == ["tokens-seed-hydra-small.png", "roc-seed-hydra-small.png"]
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in written)
+
+
+def test_a_detector_that_reads_no_text_is_not_given_the_text(runs: tuple[Path, Path, Path]) -> None:
+    """On a run with text, a detector without `needs_prompt_text` gets the same events with `prompt_text` null (its
+    bytes are not even read), as from a run without text, and flags the same accounts at the same times."""
+    _, text, bare = runs
+    given = list(evaluate.batches(text, with_text=False))
+    assert all(b.schema.equals(ARROW_SCHEMA) and b.column("prompt_text").null_count == b.num_rows for b in given)
+    with_text = pa.Table.from_batches(list(evaluate.batches(text)))
+    assert with_text.column("prompt_text").null_count < with_text.num_rows
+    assert pa.Table.from_batches(given).drop_columns("prompt_text").equals(with_text.drop_columns("prompt_text"))
+    hydraguard = BUILTIN["hydraguard"]
+    assert not getattr(hydraguard(), "needs_prompt_text", False)
+    on_text, on_bare = (evaluate.evaluate_run(hydraguard(), run) for run in (text, bare))
+    assert on_text["flags"] == on_bare["flags"] > 0
+    assert (on_text["recall"], on_text["fpr"]) == (on_bare["recall"], on_bare["fpr"])

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from hydraguard.events.schema import ARROW_SCHEMA
 from hydraguard.sim.detector import Detector, Flag
 
 SCORE_COLUMNS = ["time", "account_id", "status", "prompt_tokens", "completion_tokens", "prompt_ref"]
@@ -33,10 +34,20 @@ def read_registry(run: Path) -> dict[str, pa.Table]:
     return {p.stem: pq.read_table(p) for p in sorted((run / "registry").glob("*.parquet"))}
 
 
-def batches(run: Path, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
-    """The run's events in time order (day partitions in order, each sorted by time)."""
+def batches(run: Path, batch_size: int = 65_536, with_text: bool = True) -> Iterator[pa.RecordBatch]:
+    """The run's events in time order (day partitions in order, each sorted by time). Without `with_text` the
+    `prompt_text` column is not read (on a run with text it is most of the bytes) and comes as nulls, as from a
+    run or gateway that keeps no text."""
+    names = [name for name in ARROW_SCHEMA.names if with_text or name != "prompt_text"]
     for path in event_files(run):
-        yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size)
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=names):
+            if not with_text:
+                columns = [
+                    batch.column(n) if n != "prompt_text" else pa.nulls(batch.num_rows, pa.string())
+                    for n in ARROW_SCHEMA.names
+                ]
+                batch = pa.RecordBatch.from_arrays(columns, schema=ARROW_SCHEMA)
+            yield batch
 
 
 def run_detector(detector: Detector, registry: dict[str, pa.Table], events: Iterable[pa.RecordBatch]) -> list[Flag]:
@@ -234,12 +245,13 @@ def evaluate_run(detector: Detector, run: Path, flags_out: Path | None = None) -
     from a gateway that keeps it (`events.keep_prompt_text`); a run simulated without `--materialize-text` has
     none and is refused."""
     manifest = json.loads((run / "manifest.json").read_text())
-    if getattr(detector, "needs_prompt_text", False) and not manifest.get("materialize_text"):
+    needs_text = getattr(detector, "needs_prompt_text", False)
+    if needs_text and not manifest.get("materialize_text"):
         raise ValueError(
             f"{detector.name} reads prompt text, and {run} was simulated without it: "
             "run `hydraguard simulate ... --materialize-text`"
         )
-    flags = run_detector(detector, read_registry(run), batches(run))
+    flags = run_detector(detector, read_registry(run), batches(run, with_text=needs_text))
     events = pa.concat_tables(pq.read_table(p, columns=SCORE_COLUMNS) for p in event_files(run))
     prompts_path = run / "prompts.parquet"
     prompts = pq.read_table(prompts_path, columns=["prompt_ref", "ordinary"]) if prompts_path.exists() else None
