@@ -24,6 +24,7 @@ from hydraguard.detect.linkage import (
     Evidence,
     EvidenceLog,
     _pack,
+    _top_of_runs,
     link,
     shared_across_orgs,
 )
@@ -264,6 +265,34 @@ def test_top_per_account_keeps_each_account_kinds_most_repeated_values() -> None
         assert top[group].sum() == min(TOP_VALUES_PER_ACCOUNT, group.sum())
         if group.sum() > TOP_VALUES_PER_ACCOUNT:  # nothing left out is repeated more than something kept
             assert counts[group & ~top].max() <= counts[group & top].min()
+
+
+def test_top_of_runs_breaks_ties_in_pair_order_and_ranks_counts_as_32_bit() -> None:
+    """Against the definition: per run, stable order by request count (saturating at 2^32 - 1), the first `top`."""
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        size = int(rng.integers(0, 400))
+        groups = np.sort(rng.integers(0, 8, size)).astype(np.uint64)
+        pairs = (groups << np.uint64(VALUE_BITS)) | np.arange(size, dtype=np.uint64)
+        counts = rng.choice(np.array([1, 2, 3, (1 << 32) - 1, 1 << 32, 1 << 40]), size)
+        for top in (1, 5, TOP_VALUES_PER_ACCOUNT):
+            expected = np.zeros(size, dtype=bool)
+            for group in np.unique(groups).tolist():
+                run = np.flatnonzero(groups == group).tolist()
+                ranked = sorted(run, key=lambda i: (-min(int(counts[i]), (1 << 32) - 1), i))
+                expected[ranked[:top]] = True
+            assert _top_of_runs(pairs, counts, top).tolist() == expected.tolist()
+
+
+def test_linkage_reads_the_top_incidences() -> None:
+    rng = np.random.default_rng(3)
+    log = EvidenceLog()
+    for _ in range(2_000):
+        log.add(_pack(rng.integers(0, 4, 1), Evidence.CLIENT_SUBNET, rng.integers(0, 50, 1).astype(np.uint64)))
+    top = log.top_per_account()
+    assert 0 < top.sum() < len(top)
+    every, chosen = log.incidences(), log.incidences(top=True)
+    assert all(np.array_equal(a[top], b) for a, b in zip(every, chosen, strict=True))
 
 
 def test_a_value_is_shared_across_orgs_only_when_two_orgs_hold_it() -> None:

@@ -19,6 +19,7 @@ import zlib
 from dataclasses import dataclass, field
 
 import igraph as ig
+import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -118,7 +119,6 @@ class EvidenceLog:
     _day: int = 0  # the day (of event time) of the latest events added
     _once: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint64))  # templates on probation
     _once_day: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
-    _incidences: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
     _top: np.ndarray | None = None
     # value id -> the value itself, for the kinds whose ids are hashes (templates' ids are their band keys)
     _names: dict[int, str] = field(default_factory=dict)
@@ -138,7 +138,6 @@ class EvidenceLog:
             return
         new, new_counts = np.unique(np.concatenate(self._pending), return_counts=True)
         self._pending, self._pending_size = [], 0
-        self._incidences = None
         self._top = None
         at, held = _find(self.pairs, new)
         self.counts[at[held]] += new_counts[held]
@@ -219,9 +218,9 @@ class EvidenceLog:
         return self._names[value_id]
 
     def top_per_account(self) -> np.ndarray:
-        """Mask over `incidences()`: each (account, kind)'s TOP_VALUES_PER_ACCOUNT values by request count. An
-        account's most repeated templates and subnets are what it shares with its cluster; the long tail adds graph
-        edges, not evidence."""
+        """Mask over `incidences()` (every pair): each (account, kind)'s TOP_VALUES_PER_ACCOUNT values by request
+        count. An account's most repeated templates and subnets are what it shares with its cluster; the long tail
+        adds graph edges, not evidence."""
         self.compact()
         if self._top is None:
             self._top = _top_of_runs(self.pairs, self.counts, TOP_VALUES_PER_ACCOUNT)
@@ -239,16 +238,18 @@ class EvidenceLog:
         pairs = _sorted_distinct(np.sort(np.concatenate([np.zeros(0, np.uint64), *held, *pending])))[0]
         return (pairs >> shift).astype(np.int64), pairs & np.uint64((1 << (KIND_BITS + VALUE_BITS)) - 1)
 
-    def incidences(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(account, kind, value id, requests) of every pair; value ids are kind and hash packed together."""
+    def incidences(self, top: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(account, kind, value id, requests) of every pair, or with `top` only of each (account, kind)'s top
+        values (`top_per_account`, what linkage reads); value ids are kind and hash packed together."""
         self.compact()
-        if self._incidences is not None:
-            return self._incidences
-        account = (self.pairs >> np.uint64(KIND_BITS + VALUE_BITS)).astype(np.int64)
-        value = self.pairs & np.uint64((1 << (KIND_BITS + VALUE_BITS)) - 1)
+        pairs, counts = self.pairs, self.counts
+        if top:
+            chosen = self.top_per_account()
+            pairs, counts = pairs[chosen], counts[chosen]
+        account = (pairs >> np.uint64(KIND_BITS + VALUE_BITS)).astype(np.int64)
+        value = pairs & np.uint64((1 << (KIND_BITS + VALUE_BITS)) - 1)
         kind = (value >> np.uint64(VALUE_BITS)).astype(np.int64)
-        self._incidences = (account, kind, value, self.counts)
-        return self._incidences
+        return account, kind, value, counts
 
 
 @dataclass(frozen=True)
@@ -317,33 +318,45 @@ def link(
     accounts are dropped (a freemail domain, a mobile carrier's NAT)."""
     accounts = len(orgs)
     weights = DEFAULT_WEIGHTS if weights is None else weights
-    account, kind, value, _ = log.incidences()
-    keep = np.isin(kind, [int(k) for k, w in weights.items() if w > 0])
+    account, kind, value, _ = log.incidences(top=True)
+    weighted = np.zeros(1 << KIND_BITS, dtype=bool)
+    weighted[[int(k) for k, w in weights.items() if w > 0]] = True
+    keep = weighted[kind]
     if candidates is not None:
         keep &= (account < len(candidates)) & candidates[np.minimum(account, len(candidates) - 1)]
-    keep &= log.top_per_account()
     account, kind, value = account[keep], kind[keep], value[keep]
-    keep = shared_across_orgs(value, orgs[account])
-    account, kind, value = account[keep], kind[keep], value[keep]
-    values, value_index, sharing = np.unique(value, return_inverse=True, return_counts=True)
     label = np.full(accounts, -1, dtype=np.int64)
-    total = max(len(_sorted_distinct(account)[0]), 2)  # incidences come sorted by account
+    # one sort by (value, org) gives each value's orgs and holders: it is kept if two orgs or more hold it and, for
+    # the kinds in `caps`, no more than that share of the linked accounts do
+    org = orgs[account]
+    order = np.argsort((value << np.uint64(ACCOUNT_BITS)) | org.astype(np.uint64))
+    by_value, by_org = value[order], org[order]
+    starts = np.r_[True, by_value[1:] != by_value[:-1]] if len(order) else np.zeros(0, dtype=bool)
+    run = np.cumsum(starts) - 1
+    held_by = np.bincount(run, weights=starts | np.r_[True, by_org[1:] != by_org[:-1]][: len(order)])
+    run_value, sharing = by_value[starts], np.bincount(run)
+    run_of = np.empty(len(order), dtype=np.int64)
+    run_of[order] = run  # each incidence's value run, incidences still in account order
+    shared = held_by >= 2
+    total = max(len(_sorted_distinct(account[shared[run_of]])[0]), 2)
     caps = DEFAULT_MAX_SHARE if max_share is None else max_share
-    cap = np.full(16, np.inf)
+    cap = np.full(1 << KIND_BITS, np.inf)
     for k, share in caps.items():
         cap[int(k)] = share * total
-    keep = sharing[value_index] <= cap[kind]
-    account, kind, value_index = account[keep], kind[keep], value_index[keep]
+    used = shared & (sharing <= cap[(run_value >> np.uint64(VALUE_BITS)).astype(np.int64)])
+    keep = used[run_of]
+    account, kind, run_of = account[keep], kind[keep], run_of[keep]
     if len(account) == 0:
         return Clusters([], [], label)
-    kind_weight = np.zeros(16)
+    kind_weight = np.zeros(1 << KIND_BITS)
     for k, w in weights.items():
         kind_weight[int(k)] = w
-    edge_weight = kind_weight[kind] * np.log(total / sharing[value_index] + 1)
+    edge_weight = kind_weight[kind] * np.log(total / sharing[run_of] + 1)
 
     linked, account_vertex = _sorted_distinct(account)
-    used_values, value_vertex = np.unique(value_index, return_inverse=True)
-    graph = ig.Graph(n=len(linked) + len(used_values))
+    values = run_value[used]  # the graph's value vertices, in value order
+    value_vertex = (np.cumsum(used) - 1)[run_of]
+    graph = ig.Graph(n=len(linked) + len(values))
     graph.add_edges(np.column_stack([account_vertex, len(linked) + value_vertex]))  # faster than Graph(edges=...)
     partition = _leiden(graph, edge_weight, resolution, seed)
     membership = np.array(partition.membership[: len(linked)])
@@ -353,7 +366,7 @@ def link(
     inside_strength = np.bincount(account_vertex[inside], weights=edge_weight[inside], minlength=len(linked))
     edge_community = membership[account_vertex[inside]]
     edge_order = np.argsort(edge_community, kind="stable")
-    inside_kind, inside_value = kind[inside][edge_order], values[value_index[inside]][edge_order]
+    inside_kind, inside_value = kind[inside][edge_order], values[value_vertex[inside]][edge_order]
     inside_weight = edge_weight[inside][edge_order]
     account_order = np.argsort(membership, kind="stable")
     account_bounds = np.searchsorted(membership[account_order], np.arange(membership.max() + 2))
@@ -374,14 +387,14 @@ def link(
     keep_edge = edge_cluster >= 0
     bounds = np.r_[0, np.cumsum(np.bincount(edge_cluster[keep_edge], minlength=len(kept)))]
     value_weight = np.zeros(len(values))
-    value_weight[value_index] = edge_weight
+    value_weight[value_vertex] = edge_weight
     return Clusters(
         members,
         strength,
         label,
-        values[used_values],
+        values,
         community_cluster[value_membership],
-        value_weight[used_values],
+        value_weight,
         (inside_kind[keep_edge], inside_value[keep_edge], inside_weight[keep_edge]),
         bounds,
     )
@@ -407,26 +420,25 @@ def _top_of_runs(pairs: np.ndarray, counts: np.ndarray, top: int) -> np.ndarray:
     """Mask of each (account, kind)'s `top` values with the most requests; ties in pair (value hash) order. Pairs
     are sorted by account, then kind, so each (account, kind) is one run of pairs; only runs longer than `top`
     are ranked."""
-    group = pairs >> np.uint64(VALUE_BITS)
-    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]]) if len(group) else np.zeros(0, np.int64)
-    sizes = np.diff(np.r_[starts, len(group)])
-    kept = np.ones(len(group), dtype=bool)
-    long_runs = sizes > top
-    if long_runs.any():
-        # a run's cut-off count is its top-th largest; ties at the cut-off are kept in pair order
-        index = np.flatnonzero(np.repeat(long_runs, sizes))
-        long_sizes = sizes[long_runs]
-        run = np.repeat(np.arange(len(long_sizes), dtype=np.uint64), long_sizes)
-        run_counts = np.minimum(counts[index], COUNT_MASK).astype(np.uint64)
-        descending = np.sort((run << np.uint64(32)) | (np.uint64(COUNT_MASK) - run_counts))
-        first = np.cumsum(long_sizes) - long_sizes
-        cut = np.uint64(COUNT_MASK) - (descending[first + top - 1] & np.uint64(COUNT_MASK))
-        above = run_counts > cut[run]
-        at_cut = run_counts == cut[run]
-        room = top - np.bincount(run.astype(np.int64), weights=above, minlength=len(long_sizes))
-        ties_before = np.cumsum(at_cut) - at_cut
-        ties_before -= np.repeat(ties_before[first], long_sizes)
-        kept[index] = above | (at_cut & (ties_before < room[run]))
+    return _top_of_runs_kernel(pairs >> np.uint64(VALUE_BITS), counts, top)
+
+
+# compiled: ranked with numpy (one sort of every pair in a long run) this was a fifth of a linkage over the whole
+# `seed-hydra` log; here each long run is ranked alone, in one pass (docs/benchmarks.md)
+@numba.njit(cache=True, nogil=True)
+def _top_of_runs_kernel(groups: np.ndarray, counts: np.ndarray, top: int) -> np.ndarray:
+    kept = np.ones(len(groups), dtype=np.bool_)
+    start = 0
+    while start < len(groups):
+        end = start + 1
+        while end < len(groups) and groups[end] == groups[start]:
+            end += 1
+        if end - start > top:
+            # most requests first; a stable sort keeps ties in pair order. Counts rank as 32-bit (saturating).
+            order = np.argsort(-np.minimum(counts[start:end], COUNT_MASK), kind="mergesort")
+            kept[start:end] = False
+            kept[start + order[:top]] = True
+        start = end
     return kept
 
 
