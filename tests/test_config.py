@@ -150,6 +150,8 @@ def test_missing_named_file_is_a_config_error(tmp_path, monkeypatch):
         ('[server]\nport = "many"\n', "server.port"),
         ("[limits.ip]\nrmp = 10\ntpm = 1000\n", "limits.ip.rmp"),  # a typo must not leave rpm unlimited
         ("[events]\nkeep_prompt_txt = false\n", "events.keep_prompt_txt"),
+        ('[server]\ntls_fingerprint_header = "cf ja4"\n', "server.tls_fingerprint_header"),
+        ('[server]\ntls_fingerprint_header = "Authorization"\n', "server.tls_fingerprint_header"),
     ],
 )
 def test_invalid_values_raise_a_clear_error(tmp_path, text, where):

@@ -8,6 +8,7 @@ starter file with a fresh secret.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -92,6 +93,10 @@ def _default_tiers() -> dict[str, Tier]:
     }
 
 
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 token
+_CREDENTIAL_HEADERS = frozenset(("authorization", "proxy-authorization", "cookie"))
+
+
 class ServerConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
@@ -103,6 +108,9 @@ class ServerConfig(_Section):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     max_header_bytes: int = Field(default=16 * 1024, gt=0)
     trusted_proxies: list[str] = []  # CIDRs whose X-Forwarded-For is believed
+    # the header in which the TLS-terminating edge passes the client's TLS fingerprint (JA4, JA3, ...), believed
+    # from `trusted_proxies` only; "" = none recorded
+    tls_fingerprint_header: str = ""
     default_max_tokens: int = Field(default=4_096, gt=0)  # reserved when a request sets none
     verification_url: str = "https://example.com/verify"
 
@@ -110,6 +118,15 @@ class ServerConfig(_Section):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @field_validator("tls_fingerprint_header")
+    @classmethod
+    def _header_name(cls, name: str) -> str:
+        if name and not _HEADER_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not an HTTP header name")
+        if name.lower() in _CREDENTIAL_HEADERS:
+            raise ValueError(f"{name!r} carries credentials; it must not be recorded")
+        return name.lower()  # as ASGI servers deliver header names
 
 
 class RegistryConfig(_Section):

@@ -1,8 +1,9 @@
 """Request-level features: computed once per request, cheaply, from what the gateway already reads.
 
 They fill the fingerprint slots of the one `RequestEvent` schema (`template_hash`, `template_signature`,
-`reasoning_extraction_score`, `capability_area`, `sampling_fingerprint`, `client_fingerprint`,
-`tls_fingerprint`); the gateway's event writer, the simulator and batch analysis all call these functions.
+`reasoning_extraction_score`, `capability_area`, `sampling_fingerprint`, `client_fingerprint`; the gateway
+itself records `tls_fingerprint`); the gateway's event writer, the simulator and batch analysis all call these
+functions.
 
 * Template fingerprint: the text's *skeleton* (numbers, quoted spans, code, URLs, e-mail addresses and named
   slots masked) hashed exactly, plus a MinHash signature of its word 3-shingles, written as LSH band keys, so

@@ -58,7 +58,7 @@ class RequestEvent(msgspec.Struct, kw_only=True):
     capability_area: str | None = None
     sampling_fingerprint: str | None = None
     client_fingerprint: str | None = None
-    tls_fingerprint: str | None = None
+    tls_fingerprint: str | None = None  # recorded by the gateway: from `server.tls_fingerprint_header`
 
     # threat intelligence and AI-specific controls, recorded by the gateway
     intel_matches: str | None = None  # comma-separated "kind:indicator_id" of the indicators that matched

@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import os
 import random
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -65,6 +66,8 @@ ENDPOINTS: dict[str, Endpoint] = {
 }
 
 _FORWARDED_HEADERS = frozenset((b"content-type", b"accept", b"openai-beta"))
+# a TLS fingerprint as recorded: 1 to 128 printable ASCII characters; any other value is ignored
+_TLS_FINGERPRINT = re.compile(rb"[ -~]{1,128}")
 
 
 class Refusal(Exception):
@@ -104,6 +107,7 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self._session: aiohttp.ClientSession | None = None
         self._trusted = [ipaddress.ip_network(n, strict=False) for n in settings.server.trusted_proxies]
+        self._tls_header = settings.server.tls_fingerprint_header.encode() or None
         self._upstream = settings.server.upstream
         self._upstream_path_prefix = "/v1"
         self._operational = {"/healthz": self.healthz, "/readyz": self.readyz, "/metrics": self.metrics_endpoint}
@@ -204,13 +208,15 @@ class Gateway:
     async def dispatch(self, request: Incoming) -> Response:
         started = time.time()
         clock = time.perf_counter()
+        from_proxy = self._from_trusted_proxy(request)
         event = RequestEvent(
             time=started,
             request_id="req_" + self._request_ids.getrandbits(128).to_bytes(16, "big").hex(),
             endpoint=request.path,
             method=request.method,
-            client_ip=self._client_ip(request),
+            client_ip=self._client_ip(request) if from_proxy else request.peer,
             user_agent=request.header(b"user-agent"),
+            tls_fingerprint=self._tls_fingerprint(request) if from_proxy else None,
         )
         admission: Admission | None = None
         try:
@@ -274,22 +280,45 @@ class Gateway:
             raise
         return response, (None if isinstance(response, RelayResponse) else admission)
 
-    def _client_ip(self, request: Incoming) -> str | None:
+    def _is_trusted(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        return any(address in net for net in self._trusted)
+
+    def _from_trusted_proxy(self, request: Incoming) -> bool:
+        """Whether the peer is in `server.trusted_proxies`: only then are the headers a proxy adds believed
+        (X-Forwarded-For, the TLS fingerprint)."""
         peer = request.peer
         if peer is None or not self._trusted:
-            return peer
-        chain = [peer]
+            return False
+        try:
+            return self._is_trusted(ipaddress.ip_address(peer))
+        except ValueError:
+            return False
+
+    def _client_ip(self, request: Incoming) -> str | None:
+        """For a request from a trusted proxy: the nearest hop of X-Forwarded-For that is not one."""
+        peer = request.peer
         forwarded = request.header(b"x-forwarded-for")
-        if forwarded:
-            chain = [p.strip() for p in forwarded.split(",")] + chain
+        if not forwarded:
+            return peer
+        chain = [p.strip() for p in forwarded.split(",")]
         for hop in reversed(chain):
             try:
                 address = ipaddress.ip_address(hop)
             except ValueError:
                 return peer
-            if not any(address in net for net in self._trusted):
+            if not self._is_trusted(address):
                 return str(address)
         return chain[0]
+
+    def _tls_fingerprint(self, request: Incoming) -> str | None:
+        """The TLS fingerprint the edge passed in `server.tls_fingerprint_header`, for a request from a trusted
+        proxy; None when unset, absent or not 1 to 128 printable ASCII characters."""
+        if self._tls_header is None:
+            return None
+        value = request.first_values.get(self._tls_header)
+        if value is None or _TLS_FINGERPRINT.fullmatch(value) is None:
+            return None
+        return value.decode("ascii")
 
     def _check_headers(self, request: Incoming) -> None:
         size = sum(len(k) + len(v) for k, v in request.raw_headers)
