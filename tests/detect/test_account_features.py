@@ -210,3 +210,66 @@ def test_cluster_hour_entropy_is_the_members_median() -> None:
     # entropies 1, 0 and log 2 / log 24 (two equal hours); their mean would be 0.41
     assert cluster_features(engine, members)["hour_entropy"] == pytest.approx(math.log(2) / math.log(24))
     assert cluster_features(engine, ["around", "office"])["hour_entropy"] == pytest.approx(0.5)
+
+
+# -- windowed and tier features -----------------------------------------------------------------------------------
+def test_recent_features_weigh_about_the_last_day_and_decay_to_now() -> None:
+    early = [event(60.0 * i, account="turned", reasoning_extraction_score=0.9) for i in range(100)]
+    late = [event(10 * DAY + 60.0 * i, account="turned") for i in range(10)]
+    accounts = accounts_fed(early + late)
+    latest = 10 * DAY + 540.0
+    whole = features_of(accounts, "turned")
+    assert whole["requests_per_day"] == pytest.approx(110 / 10, rel=1e-3)
+    assert whole["reasoning_share"] == pytest.approx(100 / 110)
+    # ten requests in the last ten minutes, a hundred ten days before: e^-10 of those remain
+    expected = sum(math.exp((e.time - latest) / DAY) for e in early + late)
+    assert whole["recent_requests_per_day"] == pytest.approx(expected)
+    assert whole["recent_requests_per_day"] == pytest.approx(10.0, rel=1e-2)
+    harvested = sum(math.exp((e.time - latest) / DAY) for e in early)
+    assert whole["recent_reasoning_share"] == pytest.approx(harvested / expected)
+    assert whole["recent_reasoning_share"] < 1e-3
+    a_day_later = accounts.features(np.array([accounts.index["turned"]]), now=latest + DAY)
+    assert a_day_later["recent_requests_per_day"][0] == pytest.approx(expected / math.e)
+    assert a_day_later["recent_reasoning_share"][0] == pytest.approx(whole["recent_reasoning_share"])
+
+
+def test_tier_usage_is_the_busiest_day_against_the_tier_s_daily_tokens() -> None:
+    day_one = every_minute("free", prompt_tokens=[100_000] * 3, tier=["free"] * 3)
+    day_two = every_minute("free", DAY, prompt_tokens=[200_000] * 3, completion_tokens=[50_000] * 3, tier=["free"] * 3)
+    refused = every_minute("free", DAY + HOUR, prompt_tokens=[500_000], status=[429], tier=["free"])  # not served
+    untiered = every_minute("untiered", prompt_tokens=[100_000])
+    engine = engine_fed(day_one + day_two + refused + untiered)
+    numbers = np.array([engine.accounts.index[a] for a in ("free", "untiered")])
+    features = engine.account_features(numbers)
+    assert features["peak_day_tokens"].tolist() == [750_000.0, 100_000.0]
+    assert features["tier_usage"][0] == pytest.approx(750_000 / 1_000_000)  # the default free tier: 1 M a day
+    assert math.isnan(features["tier_usage"][1])
+    engine.settings.tier_tokens_per_day = {"free": 3_000_000.0}
+    assert engine.account_features(numbers)["tier_usage"][0] == pytest.approx(0.25)
+
+
+def test_capability_coverage_counts_the_cluster_s_areas_with_five_percent_of_requests() -> None:
+    coder = every_minute("coder", capability_area=["coding"] * 50 + ["writing"] * 5)
+    mathematician = every_minute("mathematician", capability_area=["math"] * 45)
+    engine = engine_fed(coder + mathematician + every_minute("rare", capability_area=["writing"] * 2))
+    assert cluster_features(engine, ["coder", "mathematician"])["capability_coverage"] == 3.0  # writing: 5 of 100
+    assert cluster_features(engine, ["mathematician", "rare"])["capability_coverage"] == 1.0  # writing: 2 of 47
+
+
+def test_replacement_share_counts_members_signed_up_after_a_member_was_banned() -> None:
+    banned = every_minute("banned", status=[200, 403], refusal_reason=[None, "account_banned"])  # banned at 60 s
+    events = banned + every_minute("veteran", 120.0) + every_minute("replacement", DAY)
+    signups = {"banned": -DAY, "veteran": -DAY, "replacement": DAY / 2}
+    engine = engine_fed(events, [registered(account, at) for account, at in signups.items()])
+    assert cluster_features(engine, ["banned", "veteran", "replacement"])["replacement_share"] == pytest.approx(1 / 3)
+    assert cluster_features(engine, ["veteran", "replacement"])["replacement_share"] == 0.0  # no ban among them
+
+
+def test_top_template_share_is_known_from_the_last_linkage() -> None:
+    signature = "0123abcd" * 8
+    others = [f"{i:08x}" * 8 for i in range(2)]
+    engine = engine_fed(every_minute("templated", template_signature=[signature] * 8 + others))
+    number = np.array([engine.accounts.index["templated"]])
+    assert engine.account_features(number)["top_template_share"][0] == 0.0  # not linked yet
+    engine.analyze(engine.now, link=True)
+    assert engine.account_features(number)["top_template_share"][0] == pytest.approx(8 / 10)

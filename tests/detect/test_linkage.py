@@ -315,3 +315,29 @@ def test_a_damaged_template_signature_carries_no_evidence_and_breaks_nothing(dam
     assert members(clusters, ids) == [{f"acct_user{i}" for i in range(9)}]  # the intact signatures still link
     _, kind, _, counts = log.incidences()
     assert counts[kind == int(Evidence.TEMPLATE)].sum() == (24 - 6) * TEMPLATE_BANDS
+
+
+def test_most_shared_counts_the_members_one_value_of_a_kind_links() -> None:
+    world = World()
+    world.background()
+    hydra = world.campaign()  # cards alternate between two pools: six members per card
+    clusters, ids, _ = world.link()
+    assert members(clusters, ids) == [set(hydra)]
+    assert clusters.most_shared(0, Evidence.PAYMENT) == 6
+    assert clusters.most_shared(0, Evidence.TEMPLATE) == len(hydra)  # one skeleton, whatever the task
+    assert clusters.most_shared(0, Evidence.EMAIL_DOMAIN) == 0  # each org its own domain: nothing links
+
+
+def test_top_counts_are_each_account_s_most_used_value_of_a_kind() -> None:
+    world = World()
+    for account in ("acct_repeats", "acct_varies", "acct_silent"):
+        world.account(account, f"org_{account}", None)
+    world.send("acct_repeats", TEMPLATE.format(task=TASKS[0]), 5)
+    world.send("acct_repeats", "What is the capital of France?", 2)
+    for task in TASKS[:3]:
+        world.send("acct_varies", f"Please {task}, in plain words.", 2)
+    _, ids, log = world.link()
+    top = log.top_counts(Evidence.TEMPLATE, len(ids))
+    assert top[ids.index("acct_repeats")] == 5
+    assert top[ids.index("acct_varies")] == 2
+    assert top[ids.index("acct_silent")] == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -17,11 +18,15 @@ import pyarrow.compute as pc
 
 AREAS = ("coding", "math", "agentic", "reasoning", "writing", "chit-chat", "general")
 EXTRACTION_AREAS = ("coding", "agentic", "reasoning", "math")  # what public reports say distillers focus on
+AREA_SHARE = 0.05  # an area with this share of an account's (or cluster's) requests counts towards its breadth
 REASONING_THRESHOLD = 0.5  # a request whose reasoning-extraction score reaches this counts as elicitation
 PHASE_BINS = 12  # 5-second bins of the second within the minute: load balancers dispatch in rounds
+RECENT_SECONDS = 86_400.0  # windowed features: counts decay with this mean life, so they weigh about the last day
+DAY = 86_400.0
 EVENT_COLUMNS = [
     "time",
     "account_id",
+    "tier",
     "client_ip",
     "user_agent",
     "status",
@@ -49,6 +54,7 @@ _COUNTERS = (
     "hour_buckets",
     "intel_matched",
 )
+_RECENT = ("requests", "served", "reasoning", "tokens")
 
 
 def encode(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, list[str | None]]:
@@ -103,6 +109,14 @@ class AccountTable:
         self.ip_bits = np.zeros(capacity, dtype=np.uint64)
         self.subnet_bits = np.zeros(capacity, dtype=np.uint64)
         self.ua_bits = np.zeros(capacity, dtype=np.uint64)
+        self.recent = {name: np.zeros(capacity) for name in _RECENT}  # decayed to `recent_at`
+        self.recent_at = np.full(capacity, -np.inf)
+        self.day = np.full(capacity, -1, dtype=np.int64)  # the UTC day of the account's latest request
+        self.day_tokens = np.zeros(capacity)  # tokens served to it that day
+        self.peak_day_tokens = np.zeros(capacity)  # the most it was served in one UTC day
+        self.first_banned_at = np.full(capacity, np.inf)  # its first request refused as `account_banned`
+        self.tier = np.full(capacity, -1, dtype=np.int64)  # index into `tier_names` of its latest tier; -1: none
+        self.tier_names: list[str] = []
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -130,16 +144,26 @@ class AccountTable:
         if size <= self._capacity:
             return
         new = max(size, 2 * self._capacity)
-        for name, array in self.counts.items():
-            self.counts[name] = np.concatenate([array, np.zeros(new - self._capacity)])
-        self.first_seen = np.concatenate([self.first_seen, np.full(new - self._capacity, np.inf)])
-        self.last_seen = np.concatenate([self.last_seen, np.full(new - self._capacity, -np.inf)])
-        self.last_hour = np.concatenate([self.last_hour, np.full(new - self._capacity, -1, dtype=np.int64)])
+        extra = new - self._capacity
+        for counters in (self.counts, self.recent):
+            for name, array in counters.items():
+                counters[name] = np.concatenate([array, np.zeros(extra)])
+        for name, fill in (
+            ("first_seen", np.inf),
+            ("last_seen", -np.inf),
+            ("recent_at", -np.inf),
+            ("day_tokens", 0.0),
+            ("peak_day_tokens", 0.0),
+            ("first_banned_at", np.inf),
+        ):
+            setattr(self, name, np.concatenate([getattr(self, name), np.full(extra, fill)]))
+        for name in ("last_hour", "day", "tier"):
+            setattr(self, name, np.concatenate([getattr(self, name), np.full(extra, -1, dtype=np.int64)]))
         for name in ("hours", "phase", "areas"):
             array = getattr(self, name)
-            setattr(self, name, np.concatenate([array, np.zeros((new - self._capacity, array.shape[1]))]))
+            setattr(self, name, np.concatenate([array, np.zeros((extra, array.shape[1]))]))
         for name in ("ip_bits", "subnet_bits", "ua_bits"):
-            setattr(self, name, np.concatenate([getattr(self, name), np.zeros(new - self._capacity, np.uint64)]))
+            setattr(self, name, np.concatenate([getattr(self, name), np.zeros(extra, np.uint64)]))
         self._capacity = new
 
     def update(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
@@ -168,17 +192,26 @@ class AccountTable:
         add["requests"][accounts] += total()
         add["served"][accounts] += total(ok)
         add["refused"][accounts] += total(~ok)
-        banned = pc.equal(batch.column("refusal_reason"), "account_banned").fill_null(False)
-        add["banned_refusals"][accounts] += total(banned.to_numpy(zero_copy_only=False))
+        banned = (
+            pc.equal(batch.column("refusal_reason"), "account_banned").fill_null(False).to_numpy(zero_copy_only=False)
+        )
+        add["banned_refusals"][accounts] += total(banned)
         messages = batch.column("message_count").to_numpy()
         add["multi_turn"][accounts] += total(ok & (messages >= 3))  # user, assistant, user: a conversation goes on
         score = batch.column("reasoning_extraction_score").fill_null(0).to_numpy()
-        add["reasoning"][accounts] += total(ok & (score >= REASONING_THRESHOLD))
+        reasoning = ok & (score >= REASONING_THRESHOLD)
+        add["reasoning"][accounts] += total(reasoning)
         add["intel_matched"][accounts] += total(
             pc.is_valid(batch.column("intel_matches")).to_numpy(zero_copy_only=False)
         )
-        add["prompt_tokens"][accounts] += total(batch.column("prompt_tokens").fill_null(0).to_numpy())
-        add["completion_tokens"][accounts] += total(batch.column("completion_tokens").fill_null(0).to_numpy())
+        prompt_tokens = batch.column("prompt_tokens").fill_null(0).to_numpy()
+        completion_tokens = batch.column("completion_tokens").fill_null(0).to_numpy()
+        add["prompt_tokens"][accounts] += total(prompt_tokens)
+        add["completion_tokens"][accounts] += total(completion_tokens)
+        tokens = np.where(ok, prompt_tokens + completion_tokens, 0)
+        if banned.any():  # rare: a per-row pass over the banned rows alone
+            rows = np.flatnonzero(banned)
+            np.minimum.at(self.first_banned_at, accounts[slot[rows]], time[rows])
 
         # each account's rows in time order (the batch is time-ordered; a stable sort keeps it so)
         order = np.argsort(slot, kind="stable")
@@ -220,7 +253,60 @@ class AccountTable:
         self.subnet_bits[accounts] |= _any_bits(slot, _bit_numbers(subnets)[ip_code], slots)
         agent_code, agents = encode(batch.column("user_agent"))
         self.ua_bits[accounts] |= _any_bits(slot, _bit_numbers(agents)[agent_code], slots)
+        latest_row, latest_of = order[ends], accounts[acc[ends]]  # each account's latest row in the batch
+        recent = {"requests": 1.0, "served": ok, "reasoning": reasoning, "tokens": tokens}
+        self._update_recent(accounts, slot, total, time, time[latest_row], recent)
+        self._update_days(accounts, slot, time, tokens, latest_row, latest_of)
+        tier_code, tiers = encode(batch.column("tier"))
+        tier = np.array([self._tier_number(name) for name in tiers], dtype=np.int64)[tier_code[latest_row]]
+        self.tier[latest_of] = np.where(tier >= 0, tier, self.tier[latest_of])
         return accounts[slot]
+
+    def _tier_number(self, tier: str | None) -> int:
+        if tier is None:
+            return -1
+        if tier not in self.tier_names:
+            self.tier_names.append(tier)
+        return self.tier_names.index(tier)
+
+    def _update_recent(
+        self,
+        accounts: np.ndarray,
+        slot: np.ndarray,
+        total: Callable[[np.ndarray], np.ndarray],
+        time: np.ndarray,
+        latest: np.ndarray,
+        values: dict[str, np.ndarray | float],
+    ) -> None:
+        """Decay each account's windowed counters to its latest event (`latest`, per slot), then add the batch's
+        rows, each weighted by how long before that event it came: the same state however batches are cut."""
+        weight = np.exp((time - latest[slot]) / RECENT_SECONDS)
+        decay = np.exp(np.minimum(self.recent_at[accounts] - latest, 0.0) / RECENT_SECONDS)
+        for name, value in values.items():
+            self.recent[name][accounts] = self.recent[name][accounts] * decay + total(weight * value)
+        self.recent_at[accounts] = np.maximum(self.recent_at[accounts], latest)
+
+    def _update_days(
+        self,
+        accounts: np.ndarray,
+        slot: np.ndarray,
+        time: np.ndarray,
+        tokens: np.ndarray,
+        latest_row: np.ndarray,
+        latest_of: np.ndarray,
+    ) -> None:
+        """Tokens served per account and UTC day, carried across batches: the busiest day so far, and the latest.
+        `latest_row` is each account's latest row, in the order of `slot`'s values (`latest_of`: their accounts)."""
+        day = (time // DAY).astype(np.int64)
+        first, span, slots = int(day.min()), int(day.max() - day.min()) + 1, len(accounts)
+        sums = np.bincount(slot * span + (day - first), tokens, minlength=slots * span).reshape(slots, span)
+        carried = self.day[accounts] - first
+        same = (carried >= 0) & (carried < span)
+        sums[np.flatnonzero(same), carried[same]] += self.day_tokens[accounts[same]]
+        self.peak_day_tokens[accounts] = np.maximum(self.peak_day_tokens[accounts], sums.max(axis=1))
+        latest = day[latest_row]
+        self.day_tokens[latest_of] = sums[slot[latest_row], latest - first]
+        self.day[latest_of] = latest
 
     @staticmethod
     def _binned(slot: np.ndarray, bins: np.ndarray, width: int, slots: int) -> np.ndarray:
@@ -228,7 +314,8 @@ class AccountTable:
         return np.bincount(slot * width + bins, minlength=slots * width).reshape(slots, width)
 
     def features(self, numbers: np.ndarray | None = None, now: float | None = None) -> dict[str, np.ndarray]:
-        """Named account features (`account.<name>` in rules) for the given account numbers (default: all)."""
+        """Named account features (`account.<name>` in rules) for the given account numbers (default: all), the
+        windowed ones decayed to the event time `now` (default: each account's latest batch)."""
         n = len(self.ids)
         idx = np.arange(n) if numbers is None else numbers
         c = {name: array[idx] for name, array in self.counts.items()}
@@ -247,6 +334,10 @@ class AccountTable:
         extraction = [AREAS.index(a) for a in EXTRACTION_AREAS]
         days = np.maximum(span_hours / 24, 1)
         phase = self.phase[idx]
+        at = self.recent_at[idx]
+        decay = np.ones(len(idx)) if now is None else np.exp(np.minimum(at - now, 0.0) / RECENT_SECONDS)
+        recent = {name: array[idx] * decay for name, array in self.recent.items()}
+        per_day = DAY / RECENT_SECONDS
         return {
             "requests": c["requests"],
             "served": c["served"],
@@ -262,7 +353,7 @@ class AccountTable:
             "reasoning_share": c["reasoning"] / served,
             "multi_turn_share": c["multi_turn"] / served,
             "extraction_area_share": area_share[:, extraction].sum(axis=1),
-            "topic_breadth": (area_share >= 0.05).sum(axis=1).astype(np.float64),
+            "topic_breadth": (area_share >= AREA_SHARE).sum(axis=1).astype(np.float64),
             "output_input_ratio": c["completion_tokens"] / np.maximum(c["prompt_tokens"], 1),
             "distinct_ips": distinct_estimate(self.ip_bits[idx]),
             "distinct_subnets": distinct_estimate(self.subnet_bits[idx]),
@@ -270,4 +361,10 @@ class AccountTable:
             "refusal_rate": c["refused"] / requests,
             "intel_share": c["intel_matched"] / requests,
             "banned_refusals": c["banned_refusals"],
+            "recent_requests_per_day": recent["requests"] * per_day,
+            "recent_tokens_per_day": recent["tokens"] * per_day,
+            "recent_reasoning_share": np.divide(
+                recent["reasoning"], recent["served"], out=np.zeros(len(idx)), where=recent["served"] > 0
+            ),
+            "peak_day_tokens": self.peak_day_tokens[idx],
         }

@@ -20,7 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from hydraguard.accounts.models import Account
-from hydraguard.detect.accounts import EVENT_COLUMNS, AccountTable
+from hydraguard.config import Tier, _default_tiers
+from hydraguard.detect.accounts import AREA_SHARE, EVENT_COLUMNS, AccountTable
 from hydraguard.detect.linkage import (
     FAMILY,
     VALUE_BITS,
@@ -92,6 +93,14 @@ class _Joinable:
     bar: float  # the strength a joining account needs, as a member that sends traffic
 
 
+def tier_tokens_per_day(tiers: dict[str, Tier]) -> dict[str, float]:
+    return {name: float(tier.account.tpd) for name, tier in tiers.items() if tier.account.tpd is not None}
+
+
+def default_tier_tokens_per_day() -> dict[str, float]:
+    return tier_tokens_per_day(_default_tiers())
+
+
 @dataclass
 class EngineSettings:
     analysis_interval: float = 3600.0  # seconds of event time between analyses (account rules)
@@ -105,6 +114,9 @@ class EngineSettings:
     evidence_weights: dict[Evidence, float] | None = None  # None: linkage.DEFAULT_WEIGHTS
     # ablations: evidence families left out (payment, ip, identity, templates) and "timing" (timing features)
     families_off: frozenset[str] = field(default_factory=frozenset)
+    # each tier's tokens-per-day limit for an account (`tiers.<name>.account.tpd`): `account.tier_usage` is the
+    # account's busiest day against it
+    tier_tokens_per_day: dict[str, float] = field(default_factory=default_tier_tokens_per_day)
 
 
 class Engine:
@@ -135,6 +147,8 @@ class Engine:
         self._linked_at = -math.inf
         self._joinable: dict[int, _Joinable] = {}  # by cluster index of the last linkage
         self._kinds = frozenset(k for k in Evidence if FAMILY[k] not in self.settings.families_off)
+        # per account number, as of the last linkage: the share of its requests on its most used template
+        self._template_share = np.zeros(0)
 
     # -- input ------------------------------------------------------------------------------------------------
     def load_registry(self, accounts: pa.Table) -> None:
@@ -245,10 +259,15 @@ class Engine:
         return detections
 
     def account_features(self, numbers: np.ndarray) -> dict[str, np.ndarray]:
-        features = self.accounts.features(numbers)
-        signup = np.full(len(numbers), np.nan)
-        known = numbers < len(self._signup)
-        signup[known] = self._signup[numbers[known]]
+        features = self.accounts.features(numbers, now=self.now)
+        limits = self.settings.tier_tokens_per_day
+        tier_limit = np.array([limits.get(name, np.nan) for name in self.accounts.tier_names] + [np.nan])
+        features["tier_usage"] = features["peak_day_tokens"] / tier_limit[self.accounts.tier[numbers]]
+        share = np.zeros(len(numbers))
+        known = numbers < len(self._template_share)
+        share[known] = self._template_share[numbers[known]]
+        features["top_template_share"] = share
+        signup = self._signup_of(numbers)
         first = self.accounts.first_seen[numbers]
         with np.errstate(invalid="ignore"):
             since = np.where(np.isnan(signup), np.inf, (first - signup) / 86_400)
@@ -257,6 +276,13 @@ class Engine:
             for name in TIMING_FEATURES:
                 features.pop(name, None)
         return features
+
+    def _signup_of(self, numbers: np.ndarray) -> np.ndarray:
+        """The accounts' registry signup times (NaN: not in the registry)."""
+        signup = np.full(len(numbers), np.nan)
+        known = numbers < len(self._signup)
+        signup[known] = self._signup[numbers[known]]
+        return signup
 
     def _account_detections(self, at: float) -> list[Detection]:
         active = np.flatnonzero(self._account_active[: len(self.accounts)])
@@ -293,6 +319,10 @@ class Engine:
 
     def _cluster_detections(self, at: float) -> list[Detection]:
         clusters = self.clusters()
+        count = len(self.accounts)
+        requests = np.maximum(self.accounts.counts["requests"][:count], 1)
+        # each request carries one key per signature band, so a band key's count is requests of one near-template
+        self._template_share = self.evidence.top_counts(Evidence.TEMPLATE, count) / requests
         payment_shared = self._payment_shared()
         self._clusters, self._linked_at, self._joinable = clusters, at, {}
         judged = []  # (cluster index, its confirmed members, their bar), for clusters with activity to judge
@@ -309,6 +339,7 @@ class Engine:
         for (index, confirmed, bar), start, end in zip(judged, bounds, bounds[1:], strict=False):
             member_features = {name: values[start:end] for name, values in every.items()}
             features = self.cluster_features(confirmed, payment_shared, member_features)
+            features["template_share"] = clusters.most_shared(index, Evidence.TEMPLATE) / len(clusters.members[index])
             values = {f"cluster.{n}": v for n, v in features.items()}
             hits = self.rules.evaluate("cluster", values)
             if not hits:
@@ -412,6 +443,9 @@ class Engine:
         served = f["served"]
         weight = served / max(served.sum(), 1)
         payment_shared = self._payment_shared() if payment_shared is None else payment_shared
+        areas = self.accounts.areas[members].sum(axis=0)
+        area_share = areas / max(areas.sum(), 1)
+        signup = self._signup_of(members)
         features = {
             "accounts": float(len(members)),
             "orgs": float(len({int(o) for o in self._org_numbers_for()[members]})),
@@ -425,6 +459,8 @@ class Engine:
             "banned_share": float((f["banned_refusals"] > 0).mean()),
             "shared_payment_share": float(payment_shared[members].mean()),
             "distinct_user_agents": float(np.median(f["distinct_user_agents"])),
+            "capability_coverage": float((area_share >= AREA_SHARE).sum()),
+            "replacement_share": float((signup >= self.accounts.first_banned_at[members].min()).mean()),
         }
         if "timing" not in self.settings.families_off:
             phase_bins = self.accounts.phase[members].argmax(axis=1)

@@ -238,6 +238,17 @@ class EvidenceLog:
         pairs = _sorted_distinct(np.sort(np.concatenate([np.zeros(0, np.uint64), *held, *pending])))[0]
         return (pairs >> shift).astype(np.int64), pairs & np.uint64((1 << (KIND_BITS + VALUE_BITS)) - 1)
 
+    def top_counts(self, kind: Evidence, accounts: int) -> np.ndarray:
+        """Per account number (`accounts` of them): the requests of its most used value of this kind (0: none)."""
+        self.compact()
+        of_kind = (self.pairs >> np.uint64(VALUE_BITS)) & np.uint64((1 << KIND_BITS) - 1) == np.uint64(kind)
+        owner = (self.pairs[of_kind] >> np.uint64(KIND_BITS + VALUE_BITS)).astype(np.int64)
+        top = np.zeros(accounts)
+        if len(owner):
+            starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])  # pairs are sorted by account
+            top[owner[starts]] = np.maximum.reduceat(self.counts[of_kind], starts)
+        return top
+
     def incidences(self, top: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(account, kind, value id, requests) of every pair, or with `top` only of each (account, kind)'s top
         values (`top_per_account`, what linkage reads); value ids are kind and hash packed together."""
@@ -277,6 +288,16 @@ class Clusters:
         edges = slice(self._edge_bounds[cluster], self._edge_bounds[cluster + 1])
         kind, value, weight = (array[edges] for array in self._edges)
         return _top_evidence(kind, value, weight, top)
+
+    def most_shared(self, cluster: int, kind: Evidence) -> int:
+        """The most members of cluster `cluster` that one value of this kind links (0: none of this kind)."""
+        edges = slice(self._edge_bounds[cluster], self._edge_bounds[cluster + 1])
+        kinds, values, _ = (array[edges] for array in self._edges)
+        chosen = np.sort(values[kinds == kind])
+        if len(chosen) == 0:
+            return 0
+        starts = np.flatnonzero(np.r_[True, chosen[1:] != chosen[:-1]])
+        return int(np.diff(np.r_[starts, len(chosen)]).max())
 
     def strengths(self, account: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Weigh accounts against the clusters through the values they hold ((account, value id) pairs, each once):
