@@ -413,12 +413,15 @@ def analyze(
     if (events_dir / "events").is_dir():
         batches = analysis.simulated_batches(events_dir)
         registry = pq.read_table(events_dir / "registry" / "accounts.parquet")
+        engine = None  # a simulated world: the product's default tiers and intervals
     else:
-        from hydraguard.detect.engine import registry_table
+        from hydraguard.detect.background import engine_settings
+        from hydraguard.detect.engine import Engine, registry_table
 
         batches = analysis.log_batches(events_dir)
         registry = registry_table(_registry().list_accounts())
-    campaigns = analysis.analyze(batches, registry)
+        engine = Engine(settings=engine_settings(_settings()))
+    campaigns = analysis.analyze(batches, registry, engine)
     analysis.write(campaigns, out, str(events_dir))
     typer.echo(analysis.report(campaigns, str(events_dir)), nl=False)
     typer.echo(f"-> {out / 'campaigns.json'}, {out / 'report.md'}")
@@ -444,7 +447,7 @@ def detect(
             settings,
             once=not follow,
             poll_interval=settings.detect.poll_interval,
-            engine_settings=engine_settings(settings.detect),
+            engine_settings=engine_settings(settings),
         )
     except config_module.ConfigError as exc:
         _fail(str(exc))

@@ -19,7 +19,7 @@ import pytest
 from hydraguard import config as config_module
 from hydraguard.decide.model import DecisionType
 from hydraguard.decide.store import SqlDecisionStore
-from hydraguard.detect.background import BackgroundDetector
+from hydraguard.detect.background import BackgroundDetector, engine_settings
 from hydraguard.detect.campaigns import CampaignStore
 from hydraguard.gateway.build import open_registry
 from hydraguard.testing.servers import free_port
@@ -161,3 +161,18 @@ def test_detection_intervals_come_from_the_config_and_the_command_line_and_are_c
     monkeypatch.setenv("HYDRAGUARD_DETECT__LINKAGE_INTERVAL", "60")
     with pytest.raises(config_module.ConfigError, match=r"linkage_interval must be at least detect\.analysis_interval"):
         config_module.load(tmp_path / "hydraguard.toml")
+
+
+def test_the_engine_takes_its_intervals_and_tier_limits_from_the_config(tmp_path: Path) -> None:
+    path = config_module.write_starter(tmp_path / "hydraguard.toml")
+    text = path.read_text() + "\n[tiers.gold.account]\ntpd = 5000000\n\n[tiers.open.account]\nrpm = 10\n"
+    path.write_text(text.replace("analysis_interval = 3600", "analysis_interval = 1800"))
+    settings = config_module.load(path)
+    engine = engine_settings(settings)
+    assert engine.analysis_interval == 1800.0
+    assert engine.linkage_interval == settings.detect.linkage_interval
+    # a file's [tiers] replaces the built-in ones; a tier without a daily limit has no usage to measure
+    assert engine.tier_tokens_per_day == {
+        name: float(tier.account.tpd) for name, tier in settings.tiers.items() if tier.account.tpd
+    }
+    assert engine.tier_tokens_per_day.get("gold") == 5_000_000.0 and "open" not in engine.tier_tokens_per_day

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -143,3 +144,26 @@ def test_hydraguard_detect_makes_one_pass_and_blocks_a_reasoning_harvester(
 
     bad = runner.invoke(app, ["detect", "--analysis-interval", "600", "--linkage-interval", "60"])
     assert bad.exit_code != 0 and "--linkage-interval must be at least --analysis-interval" in bad.output
+
+
+def test_hydraguard_analyze_reads_a_gateway_event_log_with_the_config_s_registry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from hydraguard import config as config_module
+    from hydraguard.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("HYDRAGUARD_CONFIG", "HYDRAGUARD_EVENTS__DIR", "HYDRAGUARD_REGISTRY__URL"):
+        monkeypatch.delenv(name, raising=False)
+    runner = CliRunner()
+    assert runner.invoke(app, ["init"]).exit_code == 0
+    settings = config_module.load("hydraguard.toml")
+    harvester, bystander = seed_harvester(settings)
+
+    result = runner.invoke(app, ["analyze", str(settings.events.dir), "--out", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    campaigns = json.loads((tmp_path / "report" / "campaigns.json").read_text())
+    assert [c["accounts"] for c in campaigns] == [[harvester]]
+    assert bystander not in (tmp_path / "report" / "report.md").read_text()

@@ -22,7 +22,7 @@ from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event as ProcessEvent
 from typing import TYPE_CHECKING
 
-from hydraguard.config import DetectConfig, Settings
+from hydraguard.config import Settings
 
 if TYPE_CHECKING:
     from hydraguard.detect.engine import EngineSettings
@@ -31,10 +31,15 @@ log = logging.getLogger(__name__)
 _CONTEXT = multiprocessing.get_context("spawn")
 
 
-def engine_settings(detect: DetectConfig) -> EngineSettings:
-    from hydraguard.detect.engine import EngineSettings  # the engine's imports are for the child, not the gateway
+def engine_settings(settings: Settings) -> EngineSettings:
+    # the engine's imports are for the child, not the gateway
+    from hydraguard.detect.engine import EngineSettings, tier_tokens_per_day
 
-    return EngineSettings(analysis_interval=detect.analysis_interval, linkage_interval=detect.linkage_interval)
+    return EngineSettings(
+        analysis_interval=settings.detect.analysis_interval,
+        linkage_interval=settings.detect.linkage_interval,
+        tier_tokens_per_day=tier_tokens_per_day(settings.tiers),
+    )
 
 
 class _StopOrOrphaned:
@@ -59,7 +64,7 @@ def _run_child(settings: Settings, stop: ProcessEvent) -> None:
     follow(
         settings,
         poll_interval=settings.detect.poll_interval,
-        engine_settings=engine_settings(settings.detect),
+        engine_settings=engine_settings(settings),
         stop_signal=_StopOrOrphaned(stop),
     )
 
