@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 import pytest
 import sqlalchemy as sa
 
+from hydraguard import config as config_module
 from hydraguard.accounts.models import Account, AccountStatus
 from hydraguard.decide.model import DecisionType, ScopeKind
 from hydraguard.decide.policy import Policy
@@ -111,23 +112,29 @@ async def test_the_worker_contains_a_hydra_as_its_traffic_arrives(tmp_path: Path
     assert group_decisions and all(d.source.startswith("detect:") for d in group_decisions)
 
 
-def test_hydraguard_detect_makes_one_pass_and_blocks_a_reasoning_harvester(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def initialized(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> config_module.Settings:
+    """`hydraguard init` in a temporary directory, nothing from the environment: its settings."""
     from typer.testing import CliRunner
 
-    from hydraguard import config as config_module
     from hydraguard.cli import app
-    from hydraguard.gateway.build import open_registry
 
     monkeypatch.chdir(tmp_path)
     for name in ("HYDRAGUARD_CONFIG", "HYDRAGUARD_EVENTS__DIR", "HYDRAGUARD_REGISTRY__URL"):
         monkeypatch.delenv(name, raising=False)
-    runner = CliRunner()
-    assert runner.invoke(app, ["init"]).exit_code == 0
-    settings = config_module.load("hydraguard.toml")
-    harvester, bystander = seed_harvester(settings)
+    assert CliRunner().invoke(app, ["init"]).exit_code == 0
+    return config_module.load("hydraguard.toml")
 
+
+def test_hydraguard_detect_makes_one_pass_and_blocks_a_reasoning_harvester(initialized: config_module.Settings) -> None:
+    from typer.testing import CliRunner
+
+    from hydraguard.cli import app
+    from hydraguard.gateway.build import open_registry
+
+    settings = initialized
+    harvester, bystander = seed_harvester(settings)
+    runner = CliRunner()
     result = runner.invoke(app, ["detect", "--analysis-interval", "600", "--linkage-interval", "3600"])
     assert result.exit_code == 0, result.output
     summary = result.output.splitlines()[-1]
@@ -147,22 +154,15 @@ def test_hydraguard_detect_makes_one_pass_and_blocks_a_reasoning_harvester(
 
 
 def test_hydraguard_analyze_reads_a_gateway_event_log_with_the_config_s_registry(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    initialized: config_module.Settings, tmp_path: Path
 ) -> None:
     from typer.testing import CliRunner
 
-    from hydraguard import config as config_module
     from hydraguard.cli import app
 
-    monkeypatch.chdir(tmp_path)
-    for name in ("HYDRAGUARD_CONFIG", "HYDRAGUARD_EVENTS__DIR", "HYDRAGUARD_REGISTRY__URL"):
-        monkeypatch.delenv(name, raising=False)
-    runner = CliRunner()
-    assert runner.invoke(app, ["init"]).exit_code == 0
-    settings = config_module.load("hydraguard.toml")
+    settings = initialized
     harvester, bystander = seed_harvester(settings)
-
-    result = runner.invoke(app, ["analyze", str(settings.events.dir), "--out", str(tmp_path / "report")])
+    result = CliRunner().invoke(app, ["analyze", str(settings.events.dir), "--out", str(tmp_path / "report")])
     assert result.exit_code == 0, result.output
     campaigns = json.loads((tmp_path / "report" / "campaigns.json").read_text())
     assert [c["accounts"] for c in campaigns] == [[harvester]]
