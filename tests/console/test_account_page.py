@@ -4,33 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 
-from hydraguard.accounts.registry import Registry
 from hydraguard.accounts.risk import SignupRequest
 from hydraguard.accounts.verification import Outcome
 from hydraguard.admin.app import create_app
-from hydraguard.admin.audit import Actor
 from hydraguard.admin.services import AdminServices
 from hydraguard.admin.tokens import Role
-from hydraguard.decide.store import SqlDecisionStore
 from hydraguard.events.log import EventLog
 from hydraguard.events.schema import RequestEvent
-
-SECRET = b"console-test-secret"
-ACTOR = Actor("cli:tester")
-START = 1_700_000_000.0
-
-
-@pytest.fixture
-def services(tmp_path: Path) -> Iterator[AdminServices]:
-    registry = Registry(f"sqlite:///{tmp_path}/registry.db", SECRET, change_check_interval=0.0)
-    yield AdminServices(registry, SqlDecisionStore(registry.engine), secret=SECRET, tiers=["free", "standard"])
-    registry.close()
+from tests.console.helpers import ACTOR, START
 
 
 def _events(account_id: str, n: int, *, reasoning: float, area: str, ip: str) -> list[RequestEvent]:

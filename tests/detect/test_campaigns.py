@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from hydraguard.decide.model import ScopeKind
 from hydraguard.detect.campaigns import CampaignNotFound, CampaignStatus, CampaignStore
 from hydraguard.detect.engine import Detection
 from hydraguard.detect.rules import Action, Hit, Severity
+from hydraguard.detect.samples import TemplateSample
 
 
 def hit(rule: str, action: Action = Action.BLOCK) -> Hit:
@@ -115,3 +117,22 @@ def test_a_dismissal_made_elsewhere_reaches_a_running_store(tmp_path: Path, monk
     admin_side.set_status("cl_1", CampaignStatus.DISMISSED, "analyst:ana")
     monkeypatch.setattr(campaigns_module, "DISMISSED_REFRESH", 0.0)
     assert worker_side.dismissed("cl_1")
+
+
+def test_a_campaign_keeps_its_sample_templates_merged_across_detections(store: CampaignStore) -> None:
+    first = replace(
+        detection(100.0, ("a1", "a2")),
+        templates=(TemplateSample("t_expert", 40, "req_1"), TemplateSample("t_grader", 10, "req_2")),
+    )
+    later = replace(detection(200.0, ("a1", "a2", "a3")), templates=(TemplateSample("t_grader", 45, "req_9"),))
+    store.record([first])
+    store.record([later, detection(300.0, ("a1", "a2", "a3"))])  # a detection without samples keeps them
+    campaign = store.get("cl_1")
+    assert campaign.templates == (
+        {"template_hash": "t_grader", "requests": 55, "example_request_id": "req_9"},
+        {"template_hash": "t_expert", "requests": 40, "example_request_id": "req_1"},
+    )
+    assert campaign.as_json()["templates"] == list(campaign.templates)
+    many = tuple(TemplateSample(f"t_{i}", 100 + i, f"req_{i}") for i in range(7))
+    store.record([replace(detection(400.0, ("b1",), subject="cl_2"), templates=many)])
+    assert [t["template_hash"] for t in store.get("cl_2").templates] == ["t_6", "t_5", "t_4", "t_3", "t_2"]

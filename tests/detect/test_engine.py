@@ -99,6 +99,7 @@ def build_stream(with_bystander: bool = False) -> Stream:
                     reasoning_extraction_score=0.9 if j % 10 < 3 else 0.0,
                     capability_area=AREAS[task],
                     template_signature=SIGNATURES[task],
+                    template_hash=f"{task:016x}",
                 )
             )
     people = [(account, f"org_user{i:02d}", f"card_home{i // 2}", 7 + i % 4) for i, account in enumerate(legit)]
@@ -130,6 +131,7 @@ def build_stream(with_bystander: bool = False) -> Stream:
                         reasoning_extraction_score=0.0,
                         capability_area=str(rng.choice(["writing", "general", "coding", "chit-chat"])),
                         template_signature=rng.bytes(32).hex(),
+                        template_hash=rng.bytes(8).hex(),
                     )
                 )
     events.sort(key=lambda e: e.time)
@@ -191,6 +193,24 @@ def test_the_campaign_is_found_as_a_cluster(stream: Stream, observed: Observed) 
     last = clusters[-1]
     assert last.features["cluster.reasoning_share"] >= 0.03
     assert last.features["cluster.orgs"] == len(last.accounts)
+
+
+def test_a_new_cluster_carries_what_its_members_asked_most_among_the_latest_events(
+    stream: Stream, observed: Observed
+) -> None:
+    first = next(d for d in observed.detections if d.level == "cluster" and d.enforcing)
+    assert len(first.templates) == 3
+    campaign_templates = {f"{task:016x}" for task in range(len(TASKS))}
+    assert {t.template_hash for t in first.templates} <= campaign_templates
+    counts = [t.requests for t in first.templates]
+    assert counts == sorted(counts, reverse=True) and counts[0] > 1
+    events = stream.events.to_pylist()
+    for sample in first.templates:
+        (example,) = [e for e in events if e["request_id"] == sample.example_request_id]
+        assert example["template_hash"] == sample.template_hash and example["account_id"] in first.accounts
+        assert example["time"] < first.at
+    again = [d for d in observed.detections if d.subject == first.subject and d is not first]
+    assert again and all(d.templates == () for d in again if len(d.accounts) < 2 * len(first.accounts))
 
 
 def test_analyses_run_at_interval_boundaries_and_never_look_ahead(observed: Observed) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 from typer.testing import CliRunner
 
@@ -43,7 +44,15 @@ def test_analyze_writes_campaigns_with_their_accounts_and_evidence(
     campaign_accounts = set(truth.filter(pc.is_valid(truth["campaign_id"]))["account_id"].to_pylist())
     found = {a for c in clusters for a in c["accounts"]}
     assert len(found & campaign_accounts) >= 0.8 * len(campaign_accounts)
-    assert "| Campaign | Accounts |" in (tmp_path / "report.md").read_text()
+    report = (tmp_path / "report.md").read_text()
+    assert "| Campaign | Accounts |" in report
+    # each cluster carries what its members asked most, and the report shows it
+    largest = max(clusters, key=lambda c: len(c["accounts"]))
+    assert all(c["templates"] for c in clusters) and f"`{largest['templates'][0]['template_hash']}`" in report
+    events = read_events(out, ["account_id", "template_hash", "request_id"])
+    theirs = events.filter(pc.is_in(events["account_id"], pa.array(largest["accounts"])))
+    assert {t["template_hash"] for t in largest["templates"]} <= set(theirs["template_hash"].to_pylist())
+    assert {t["example_request_id"] for t in largest["templates"]} <= set(theirs["request_id"].to_pylist())
 
 
 def test_analyze_refuses_a_missing_directory(tmp_path: Path) -> None:

@@ -186,7 +186,8 @@ async def campaign(request: Request, campaign_id: ConsoleId) -> HTMLResponse:
         graph_legend=svg.graph_legend(),
         contained=traffic.containment(events),
         areas=traffic.top(events["capability_area"].to_pylist()),
-        templates=traffic.samples(events),
+        # from the log when it still holds the campaign's requests, else the samples detection kept
+        templates=traffic.samples(events) or [(t["template_hash"], t["requests"], None) for t in found.templates],
         requests=events.num_rows,
         enforce=ENFORCE,
     )

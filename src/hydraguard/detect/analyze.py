@@ -56,15 +56,15 @@ def report(campaigns: list[Campaign], source: str) -> str:
         f"{len(clusters)} clusters and {len(single)} single accounts detected; {len(enforcing)} accounts under an "
         "enforcing rule.",
         "",
-        "| Campaign | Accounts | Score | Rules | First detected (UTC) | Top evidence |",
-        "|---|---|---|---|---|---|",
+        "| Campaign | Accounts | Score | Rules | First detected (UTC) | Top evidence | Sample templates (requests) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for c in clusters + single:
         first = _utc(c.first_detected)
         evidence = "; ".join(c.evidence[:3]) or "–"
-        lines.append(
-            f"| {c.id} | {len(c.accounts)} | {c.score:.2f} | {', '.join(sorted(c.rules))} | {first} | {evidence} |"
-        )
+        templates = ", ".join(f"`{t['template_hash']}` ({t['requests']:,})" for t in c.templates[:3]) or "–"
+        rules = ", ".join(sorted(c.rules))
+        lines.append(f"| {c.id} | {len(c.accounts)} | {c.score:.2f} | {rules} | {first} | {evidence} | {templates} |")
     return "\n".join(lines) + "\n"
 
 

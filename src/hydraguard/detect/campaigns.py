@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -22,6 +23,7 @@ from hydraguard.detect.engine import Detection
 from hydraguard.store.migrate import ensure_schema
 
 DISMISSED_REFRESH = 5.0  # seconds
+KEPT_TEMPLATES = 5  # sample templates a campaign keeps
 metadata = sa.MetaData()
 campaigns = sa.Table(
     "campaigns",
@@ -37,6 +39,8 @@ campaigns = sa.Table(
     sa.Column("evidence", sa.JSON, nullable=False),
     sa.Column("indicators", sa.JSON, nullable=False),
     sa.Column("features", sa.JSON, nullable=False),
+    # sample templates: [{template_hash, requests, example_request_id}], most requests first
+    sa.Column("templates", sa.JSON, nullable=True),
 )
 campaign_members = sa.Table(
     "campaign_members",
@@ -81,6 +85,7 @@ class Campaign:
     evidence: tuple[str, ...]
     indicators: tuple[tuple[str, str], ...]
     features: dict[str, float | None]
+    templates: tuple[dict[str, object], ...] = ()  # {template_hash, requests, example_request_id}
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -96,6 +101,7 @@ class Campaign:
             "evidence": list(self.evidence),
             "indicators": [list(i) for i in self.indicators],
             "features": self.features,
+            "templates": list(self.templates),
         }
 
 
@@ -194,6 +200,7 @@ class CampaignStore:
             "evidence": list(last.evidence or (row.evidence if row else ())),
             "indicators": [list(i) for i in last.indicators] or (row.indicators if row else []),
             "features": _finite(last.features),
+            "templates": _merged_templates(row.templates if row else None, found),
         }
         conn.execute(campaigns.update().where(campaigns.c.id == subject).values(**values))
         if timeline:
@@ -289,6 +296,19 @@ def _chunks(ids: list[str], size: int = 500) -> Iterator[list[str]]:
         yield ids[start : start + size]
 
 
+def _merged_templates(kept: list[dict[str, Any]] | None, found: list[Detection]) -> list[dict[str, Any]]:
+    """A campaign's sample templates with those its new detections sampled: requests summed per template, the
+    latest example kept, the `KEPT_TEMPLATES` with the most requests (ties: the template met first)."""
+    merged = {str(t["template_hash"]): dict(t) for t in kept or []}
+    for detection in found:
+        for sample in detection.templates:
+            entry = merged.setdefault(sample.template_hash, {"template_hash": sample.template_hash, "requests": 0})
+            entry["requests"] = int(entry["requests"]) + sample.requests
+            entry["example_request_id"] = sample.example_request_id
+    ranked = sorted(merged.values(), key=lambda t: -int(t["requests"]))
+    return ranked[:KEPT_TEMPLATES]
+
+
 def _finite(features: dict[str, float]) -> dict[str, float | None]:
     # JSON (and PostgreSQL's json type) has no Infinity or NaN: an undefined feature is stored as null
     return {k: v if math.isfinite(v) else None for k, v in features.items()}
@@ -308,4 +328,5 @@ def _campaign(row: sa.Row, accounts: list[str]) -> Campaign:
         evidence=tuple(row.evidence),
         indicators=tuple((k, v) for k, v in row.indicators),
         features=dict(row.features),
+        templates=tuple(row.templates or ()),
     )

@@ -34,11 +34,12 @@ from hydraguard.detect.linkage import (
 )
 from hydraguard.detect.request import signature_bands
 from hydraguard.detect.rules import Action, Hit, RuleSet
+from hydraguard.detect.samples import RecentTemplates, TemplateSample
 
 if TYPE_CHECKING:
     from hydraguard.intel.index import IntelIndex
 
-COLUMNS = [*EVENT_COLUMNS, "template_signature"]
+COLUMNS = [*EVENT_COLUMNS, "template_signature", "template_hash", "request_id"]
 TEMPLATE_CACHE = 200_000  # template signatures whose intel matches are remembered
 SEVERITY_WEIGHT = {"low": 0.3, "medium": 0.5, "high": 0.8, "critical": 0.95}
 TIMING_FEATURES = ("hour_entropy", "active_hour_share", "phase_concentration", "log_gap_std", "first_day_share")
@@ -68,6 +69,9 @@ class Detection:
     # per hit, the accounts its own member condition covers (a cluster rule with `members`); () : each hit covers
     # every account of the detection
     covers: tuple[tuple[str, ...], ...] = ()
+    # what its accounts asked most among the latest events: a cluster's at every linkage, an account's when its
+    # campaign is new to this engine
+    templates: tuple[TemplateSample, ...] = ()
 
     def covered_by(self, hit: int) -> tuple[str, ...]:
         """The accounts the `hit`-th hit covers (sorted, like `accounts`)."""
@@ -149,6 +153,8 @@ class Engine:
         self._kinds = frozenset(k for k in Evidence if FAMILY[k] not in self.settings.families_off)
         # per account number, as of the last linkage: the share of its requests on its most used template
         self._template_share = np.zeros(0)
+        self._recent_templates = RecentTemplates()
+        self._sampled: dict[str, int] = {}  # subjects whose templates were sampled: their accounts then
 
     # -- input ------------------------------------------------------------------------------------------------
     def load_registry(self, accounts: pa.Table) -> None:
@@ -222,6 +228,7 @@ class Engine:
             return
         batch = self._with_template_intel(batch)
         numbers = self.accounts.update(batch)
+        self._recent_templates.add(numbers, batch.column("template_hash"), batch.column("request_id"))
         self.now = max(self.now, float(batch.column("time")[-1].as_py()))
         grow = len(self.accounts) - len(self._active)
         if grow > 0:
@@ -301,7 +308,8 @@ class Engine:
         detections = []
         for row, values, hits in firing.explain(np.flatnonzero(due)):
             account = self.accounts.ids[active[row]]
-            detections.append(Detection(at, "account", account, (account,), tuple(hits), values))
+            templates = self._templates_of(account, active[row : row + 1])
+            detections.append(Detection(at, "account", account, (account,), tuple(hits), values, templates=templates))
         return detections
 
     def _org_numbers_for(self) -> np.ndarray:
@@ -355,10 +363,22 @@ class Engine:
             evidence = clusters.evidence(index)
             words = tuple(f"{e.name.lower().replace('_', ' ')} shared by {n} accounts" for e, _, n, _ in evidence)
             indicators = tuple((e.name.lower(), self.evidence.name(v)) for e, v, _, _ in evidence)
-            detection = Detection(at, "cluster", cluster_id, ids, tuple(hits), values, words, indicators, by_hit)
+            templates = self._templates_of(cluster_id, covered)
+            detection = Detection(
+                at, "cluster", cluster_id, ids, tuple(hits), values, words, indicators, by_hit, templates
+            )
             detections.append(detection)
             self._joinable[index] = _Joinable(detection, bar)
         return detections
+
+    def _templates_of(self, subject: str, covered: np.ndarray) -> tuple[TemplateSample, ...]:
+        """A subject's sample templates when it is new to this engine or has doubled its accounts since its last
+        sample (a campaign keeps the samples it has): sampling every emission would cost more than the rules."""
+        before = self._sampled.get(subject)
+        if before is not None and len(covered) < 2 * before:
+            return ()
+        self._sampled[subject] = len(covered)
+        return self._recent_templates.of(covered)
 
     def _join(self, at: float) -> list[Detection]:
         """Between linkages: accounts first seen since the last one that link to a cluster it detected as strongly
