@@ -17,6 +17,12 @@ PACK = RuleSet.default()
 
 # rule id -> (positive: a campaign that must fire it, negative: the nearest legitimate case, which must not)
 CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "reasoning-extraction-request": (
+        # "articulate the internal reasoning" and "return it in <thinking> tags" in one served request
+        {"request.status": 200.0, "request.reasoning_extraction_score": 0.94},
+        # a grading request (rubric pattern alone) from an evaluation pipeline
+        {"request.status": 200.0, "request.reasoning_extraction_score": 0.6},
+    ),
     "hydra-pooled-identity-cluster": (
         # a sign-up farm: 14 accounts of 14 fresh orgs, half paying with cards other orgs' accounts use too
         {

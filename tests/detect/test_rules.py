@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from hydraguard.decide.model import ScopeKind
 from hydraguard.detect import rules as rules_module
-from hydraguard.detect.rules import Action, Hit, Rule, RuleError, RuleSet, Severity, parse_rule
+from hydraguard.detect.rules import Action, Hit, Rule, RuleError, RuleSet, Severity, feature_value, parse_rule
 
 
 def rule_data(**fields: Any) -> dict[str, Any]:
@@ -206,7 +206,9 @@ def test_a_bad_ttl_is_rejected(ttl: object) -> None:
     assert "test.yaml" in message and "ttl:" in message and "not a duration" in message
 
 
-@pytest.mark.parametrize(("level", "scope"), [("account", "ip"), ("account", "group"), ("cluster", "key")])
+@pytest.mark.parametrize(
+    ("level", "scope"), [("account", "ip"), ("account", "group"), ("cluster", "key"), ("request", "group")]
+)
 def test_a_scope_the_level_cannot_name_is_rejected(level: str, scope: str) -> None:
     message = load_error(level=level, scope=scope, when={"all": [f"{level}.n >= 1"]})
     assert f"scope: a {level} rule acts on" in message and f"not {scope}" in message
@@ -449,3 +451,37 @@ def test_firing_fingerprints_the_rules_that_fire_and_their_shortest_ttl() -> Non
     assert firing.shortest_ttl().tolist() == [7 * 86_400, 86_400, np.inf, 7 * 86_400, 86_400]
     assert [row for row, _, _ in firing.explain([4, 2])] == [4, 2]
     assert [h.rule_id for h in next(firing.explain([4]))[2]] == ["reasoning-heavy", "many-agents"]
+
+
+def test_a_request_rule_acts_on_the_key_by_default_or_on_its_account_or_address() -> None:
+    when = {"all": ["request.reasoning_extraction_score >= 0.9"]}
+    assert make_rule(level="request", when=when).scope is ScopeKind.KEY
+    assert make_rule(level="request", when=when, scope="ip").scope is ScopeKind.IP
+    assert make_rule(level="request", when=when, scope="account").scope is ScopeKind.ACCOUNT
+    assert "may use only `request.` features" in load_error(level="request", when={"all": ["account.n >= 1"]})
+
+
+def test_text_columns_compare_with_string_literals_row_by_row() -> None:
+    areas = np.array(["coding", None, "reasoning", "math"], dtype=object)
+    columns = {"request.capability_area": areas, "request.status": np.array([200.0, 200.0, np.nan, 429.0])}
+    cases = {
+        "request.capability_area == reasoning": [False, False, True, False],
+        "request.capability_area != reasoning": [True, False, False, True],  # absent: never holds
+        "request.capability_area in [coding, math]": [True, False, False, True],
+        "request.capability_area not in [coding, math]": [False, False, True, False],
+        "request.capability_area == 3": [False] * 4,  # a text column holds no numbers
+        "request.status == coding": [False] * 4,  # nor a numeric column text
+        "request.status == 200": [True, True, False, False],
+    }
+    for text, expected in cases.items():
+        rule = make_rule(level="request", when={"all": [text]})
+        assert rule.when.holds_each(columns, 4).tolist() == expected, text
+        for row in range(4):  # the same answers one request at a time
+            features = {name: feature_value(values, row) for name, values in columns.items()}
+            assert rule.matches(features) is expected[row], (text, row)
+    firing = RuleSet((make_rule(level="request", when={"all": ["request.capability_area == math"]}),)).fire(
+        "request", columns, 4
+    )
+    ((row, features, hits),) = firing.explain([3])
+    assert features["request.capability_area"] == "math" and features["request.status"] == 429.0
+    assert hits[0].reasons == ("request.capability_area = math (== math)",)

@@ -87,7 +87,9 @@ class Policy:
         """A group rule acts on the cluster's group when it covers all of the detection's accounts, else on the
         accounts it covers: a member covered only by a milder rule's condition (a challenge for a shared card) is
         not held to a harsher rule's action (a block for harvesting reasoning)."""
-        # rules are validated to name only these two scopes (detect/rules.py)
+        if hit.scope in (ScopeKind.KEY, ScopeKind.IP):  # a request rule's subject: `key:<id>`, `ip:<address>`
+            return hit.scope, (detection.subject.partition(":")[2],)
+        # otherwise rules are validated to name an account or a group (detect/rules.py)
         if hit.scope is ScopeKind.GROUP and covered == detection.accounts:
             return ScopeKind.GROUP, (group_id(detection.subject),)
         return ScopeKind.ACCOUNT, covered

@@ -50,7 +50,7 @@ def analyze(
 def report(campaigns: list[Campaign], source: str) -> str:
     lines = [f"# hydraguard analysis of `{source}`", ""]
     clusters = [c for c in campaigns if c.level == "cluster"]
-    single = [c for c in campaigns if c.level == "account"]
+    single = [c for c in campaigns if c.level != "cluster"]  # an account's, or a key's or address's requests
     enforcing = {a for c in campaigns if c.enforcing for a in c.accounts}
     lines += [
         f"{len(clusters)} clusters and {len(single)} single accounts detected; {len(enforcing)} accounts under an "

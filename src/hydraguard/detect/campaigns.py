@@ -20,6 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from hydraguard.detect.engine import Detection
+from hydraguard.detect.rules import FeatureValue
 from hydraguard.store.migrate import ensure_schema
 
 DISMISSED_REFRESH = 5.0  # seconds
@@ -84,7 +85,7 @@ class Campaign:
     rules: tuple[str, ...]
     evidence: tuple[str, ...]
     indicators: tuple[tuple[str, str], ...]
-    features: dict[str, float | None]
+    features: dict[str, FeatureValue]
     templates: tuple[dict[str, object], ...] = ()  # {template_hash, requests, example_request_id}
 
     def as_json(self) -> dict[str, object]:
@@ -309,9 +310,9 @@ def _merged_templates(kept: list[dict[str, Any]] | None, found: list[Detection])
     return ranked[:KEPT_TEMPLATES]
 
 
-def _finite(features: dict[str, float]) -> dict[str, float | None]:
+def _finite(features: dict[str, FeatureValue]) -> dict[str, FeatureValue]:
     # JSON (and PostgreSQL's json type) has no Infinity or NaN: an undefined feature is stored as null
-    return {k: v if math.isfinite(v) else None for k, v in features.items()}
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in features.items()}
 
 
 def _campaign(row: sa.Row, accounts: list[str]) -> Campaign:

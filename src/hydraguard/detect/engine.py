@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 
 from hydraguard.accounts.models import Account
 from hydraguard.config import Tier, _default_tiers
+from hydraguard.decide.model import ScopeKind
 from hydraguard.detect.accounts import AREA_SHARE, EVENT_COLUMNS, AccountTable
 from hydraguard.detect.linkage import (
     FAMILY,
@@ -33,13 +34,17 @@ from hydraguard.detect.linkage import (
     value_hashes,
 )
 from hydraguard.detect.request import signature_bands
-from hydraguard.detect.rules import Action, Hit, RuleSet
+from hydraguard.detect.rules import Action, FeatureValue, Hit, Level, Rule, RuleError, RuleSet, feature_value
 from hydraguard.detect.samples import RecentTemplates, TemplateSample
 
 if TYPE_CHECKING:
     from hydraguard.intel.index import IntelIndex
 
-COLUMNS = [*EVENT_COLUMNS, "template_signature", "template_hash", "request_id"]
+COLUMNS = [*EVENT_COLUMNS, "template_signature", "template_hash", "request_id", "key_id"]
+# the event fields request rules read (`request.<name>`): numbers, then text
+REQUEST_NUMBERS = ("reasoning_extraction_score", "message_count", "prompt_tokens", "completion_tokens", "status")
+REQUEST_TEXT = ("capability_area", "user_agent", "tier", "refusal_reason")
+SCOPE_COLUMN = {ScopeKind.KEY: "key_id", ScopeKind.ACCOUNT: "account_id", ScopeKind.IP: "client_ip"}
 TEMPLATE_CACHE = 200_000  # template signatures whose intel matches are remembered
 SEVERITY_WEIGHT = {"low": 0.3, "medium": 0.5, "high": 0.8, "critical": 0.95}
 TIMING_FEATURES = ("hour_entropy", "active_hour_share", "phase_concentration", "log_gap_std", "first_day_share")
@@ -59,11 +64,12 @@ class Detection:
     """Rule hits on one subject (an account, or a cluster) at one analysis."""
 
     at: float  # event time of the analysis
-    level: str  # "account" or "cluster"
-    subject: str  # the account id, or the cluster's id
+    level: str  # "request", "account" or "cluster"
+    # the account id, the cluster's id, or for request rules the key or address as `key:<id>`, `ip:<address>`
+    subject: str
     accounts: tuple[str, ...]  # the accounts it covers
     hits: tuple[Hit, ...]
-    features: dict[str, float]
+    features: dict[str, FeatureValue]
     evidence: tuple[str, ...] = ()  # in words: what links a cluster
     indicators: tuple[tuple[str, str], ...] = ()  # (evidence kind, value) behind those words: shareable intel
     # per hit, the accounts its own member condition covers (a cluster rule with `members`); () : each hit covers
@@ -87,6 +93,38 @@ class Detection:
     @property
     def enforcing(self) -> bool:
         return any(hit.action in ENFORCING and not hit.shadow for hit in self.hits)
+
+
+@dataclass
+class _RequestHits:
+    """One subject's request-rule hits since the last analysis: per rule, how many requests and the latest one's
+    explanation."""
+
+    accounts: set[str] = field(default_factory=set)
+    features: dict[str, FeatureValue] = field(default_factory=dict)
+    _requests: dict[str, int] = field(default_factory=dict)  # by rule id
+    _latest_row: dict[str, int] = field(default_factory=dict)  # by rule id, in the batch being tallied
+    _hits: dict[str, Hit] = field(default_factory=dict)  # by rule id: the latest request's
+
+    def count(self, rule: Rule, account: str | None, row: int) -> None:
+        self._requests[rule.id] = self._requests.get(rule.id, 0) + 1
+        self._latest_row[rule.id] = row
+        if account:
+            self.accounts.add(account)
+
+    def explain(self, rule: Rule, columns: dict[str, np.ndarray]) -> None:
+        """Explain `rule`'s hit by the latest request of the batch it was tallied in."""
+        row = self._latest_row.pop(rule.id, None)
+        if row is None:
+            return
+        self.features = {name: feature_value(values, row) for name, values in columns.items()}
+        self._hits[rule.id] = RuleSet((rule,)).evaluate("request", self.features)[0]
+
+    def hits(self) -> list[Hit]:
+        return [
+            replace(hit, reasons=(*hit.reasons, f"{self._requests[rule_id]} matching requests"))
+            for rule_id, hit in self._hits.items()
+        ]
 
 
 @dataclass
@@ -155,6 +193,17 @@ class Engine:
         self._template_share = np.zeros(0)
         self._recent_templates = RecentTemplates()
         self._sampled: dict[str, int] = {}  # subjects whose templates were sampled: their accounts then
+        self._request_rules = tuple(r for r in self.rules.rules if r.level is Level.REQUEST)
+        # only the fields request rules name are read: a text column costs a Python string per request
+        self._request_fields = sorted(
+            {f.removeprefix("request.") for r in self._request_rules for f in r.when.features()}
+        )
+        unknown = [f for f in self._request_fields if f not in (*REQUEST_NUMBERS, *REQUEST_TEXT)]
+        if unknown:
+            known = ", ".join(f"request.{f}" for f in (*REQUEST_NUMBERS, *REQUEST_TEXT))
+            raise RuleError(f"request rules read {', '.join(f'request.{f}' for f in unknown)}; they may read {known}")
+        self._request_hits: dict[str, _RequestHits] = {}  # by subject, since the last analysis
+        self._request_emitted: dict[str, tuple[frozenset[str], float]] = {}  # by subject: its rules, when emitted
 
     # -- input ------------------------------------------------------------------------------------------------
     def load_registry(self, accounts: pa.Table) -> None:
@@ -179,7 +228,8 @@ class Engine:
         """Fold in a time-ordered batch; runs the analyses that fall due in it. Returns their detections."""
         detections: list[Detection] = []
         batch = batch.select(COLUMNS) if set(batch.schema.names) != set(COLUMNS) else batch
-        batch = batch.filter(pc.is_valid(batch.column("account_id")))
+        if not self._request_rules:  # only request rules read requests without an account
+            batch = batch.filter(pc.is_valid(batch.column("account_id")))
         if batch.num_rows == 0:
             return detections
         times = batch.column("time").to_numpy()
@@ -226,10 +276,15 @@ class Engine:
     def _fold(self, batch: pa.RecordBatch | pa.Table) -> None:
         if batch.num_rows == 0:
             return
+        self.now = max(self.now, float(batch.column("time")[-1].as_py()))
+        if self._request_rules:
+            self._match_requests(batch)
+            batch = batch.filter(pc.is_valid(batch.column("account_id")))  # the rest is about accounts
+            if batch.num_rows == 0:
+                return
         batch = self._with_template_intel(batch)
         numbers = self.accounts.update(batch)
         self._recent_templates.add(numbers, batch.column("template_hash"), batch.column("request_id"))
-        self.now = max(self.now, float(batch.column("time")[-1].as_py()))
         grow = len(self.accounts) - len(self._active)
         if grow > 0:
             self._active = np.concatenate([self._active, np.zeros(grow, bool)])
@@ -255,7 +310,7 @@ class Engine:
         linkage interval has passed), link accounts and run the cluster rules."""
         if link is None:
             link = at >= self._next_linkage
-        detections = self._account_detections(at)
+        detections = self._request_detections(at) + self._account_detections(at)
         if link:
             detections += self._cluster_detections(at)
             self._active[:] = False
@@ -263,6 +318,53 @@ class Engine:
         else:
             detections += self._join(at)
         self._account_active[:] = False
+        return detections
+
+    def _match_requests(self, batch: pa.RecordBatch | pa.Table) -> None:
+        """Run the request rules on every request of the batch; tally their hits per subject (the key, account or
+        address each rule acts on) until the next analysis."""
+        columns: dict[str, np.ndarray] = {}
+        for name in self._request_fields:
+            column = batch.column(name)
+            if name in REQUEST_TEXT:
+                columns[f"request.{name}"] = column.to_numpy(zero_copy_only=False).astype(object)
+            else:
+                columns[f"request.{name}"] = (
+                    column.cast(pa.float64()).fill_null(math.nan).to_numpy(zero_copy_only=False)
+                )
+        firing = self.rules.fire("request", columns, batch.num_rows)
+        accounts = batch.column("account_id")
+        for rule, mask in zip(firing.rules, firing.masks, strict=True):
+            rows = np.flatnonzero(mask)
+            if len(rows) == 0:
+                continue
+            scope = rule.scope
+            values = batch.column(SCOPE_COLUMN[scope]).take(pa.array(rows)).to_pylist()
+            owners = accounts.take(pa.array(rows)).to_pylist()
+            for row, value, owner in zip(rows.tolist(), values, owners, strict=True):
+                if value is None:  # an unauthenticated request has no key to act on
+                    continue
+                subject = value if scope is ScopeKind.ACCOUNT else f"{scope}:{value}"
+                tally = self._request_hits.setdefault(subject, _RequestHits())
+                tally.count(rule, owner, row)
+            for tally in self._request_hits.values():
+                tally.explain(rule, columns)
+
+    def _request_detections(self, at: float) -> list[Detection]:
+        """A subject's request-rule hits since the last analysis, emitted as account detections are: when the rules
+        it fires change, and again when its decisions near their TTL (shadow hits: every `renew_interval`)."""
+        detections = []
+        for subject, tally in sorted(self._request_hits.items()):
+            hits = tuple(tally.hits())
+            rules = frozenset(hit.rule_id for hit in hits)
+            enforcing = [hit.ttl for hit in hits if hit.action in ENFORCING and not hit.shadow and hit.ttl]
+            renew = min([self.settings.renew_interval, *(ttl / 2 for ttl in enforcing)])
+            before = self._request_emitted.get(subject)
+            if before is not None and before[0] == rules and at - before[1] < renew:
+                continue
+            self._request_emitted[subject] = (rules, at)
+            detections.append(Detection(at, "request", subject, tuple(sorted(tally.accounts)), hits, tally.features))
+        self._request_hits = {}
         return detections
 
     def account_features(self, numbers: np.ndarray) -> dict[str, np.ndarray]:

@@ -1,9 +1,9 @@
 """Detection rules: reviewed YAML files that say which features indicate extraction (docs/rules.md).
 
 A rule is data, not code, in the spirit of Sigma rules and CrowdSec scenarios: a condition over one level's
-features (an account's, or a cluster of linked accounts'), and the action to propose when it holds. Conditions
-are parsed once, at load time, into predicates; nothing is ever evaluated as code. Every load error is a
-`RuleError` naming the file and the field, so a rule pack is either entirely valid or not loaded at all.
+features (a request's, an account's, or a cluster of linked accounts'), and the action to propose when it
+holds. Conditions are parsed once, at load time, into predicates; nothing is ever evaluated as code. Every load
+error is a `RuleError` naming the file and the field, so a rule pack is either entirely valid or not loaded at all.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ from hydraguard.yamlfile import parse_yaml
 Scalar = float | int | str | bool
 FeatureValue = Scalar | None
 Features = Mapping[str, FeatureValue]
-Columns = Mapping[str, np.ndarray]  # one float64 array per feature, a value per subject; NaN: absent
+# one array per feature, a value per subject: float64 (NaN: absent) or, for text, object (None: absent)
+Columns = Mapping[str, np.ndarray]
 
 SUFFIXES = (".yaml", ".yml")
 DEFAULT_DIR = Path(__file__).parent / "rules"
@@ -48,6 +49,7 @@ class RuleError(Exception):
 
 
 class Level(enum.StrEnum):
+    REQUEST = "request"  # one request's fields, as its event records them
     ACCOUNT = "account"  # one account's features
     CLUSTER = "cluster"  # the features of a group of linked accounts
 
@@ -167,13 +169,23 @@ class Leaf:
 
     def holds_each(self, columns: Columns, rows: int) -> np.ndarray:
         values = columns.get(self.feature)
-        if values is None or self.kind != "number":  # numeric columns hold no strings or booleans
-            return np.zeros(rows, dtype=bool)
+        if values is None or self.kind != ("string" if values.dtype == object else "number"):
+            return np.zeros(rows, dtype=bool)  # numeric columns hold no strings or booleans, text no numbers
+        if values.dtype == object:
+            return self._holds_for_text(values)
         present = ~np.isnan(values)
         if self.op in ("in", "not in"):
             found = np.isin(values, np.array(self.expected, dtype=float))
             return present & (found if self.op == "in" else ~found)
         return present & _OPS[self.op](values, self.expected)
+
+    def _holds_for_text(self, values: np.ndarray) -> np.ndarray:
+        present = np.array([isinstance(v, str) for v in values], dtype=bool)
+        if self.op in ("==", "!="):
+            found = values == self.expected
+        else:  # in, not in: ordering leaves take numbers only
+            found = np.isin(np.where(present, values, ""), np.array(self.expected, dtype=object))
+        return present & (found if self.op in ("==", "in") else ~found)
 
     def why(self, features: Features, outcome: bool) -> list[str]:
         value = features.get(self.feature)
@@ -323,9 +335,14 @@ def _compile_members(raw: object) -> Condition | None:
 
 # -- rules -----------------------------------------------------------------------------------------------
 Text = Annotated[str, Field(min_length=1)]
-_DEFAULT_SCOPE = {Level.ACCOUNT: ScopeKind.ACCOUNT, Level.CLUSTER: ScopeKind.GROUP}
-# what a detection of each level can name: an account, or a cluster's members one by one or as one group
-_SCOPES = {Level.ACCOUNT: (ScopeKind.ACCOUNT,), Level.CLUSTER: (ScopeKind.GROUP, ScopeKind.ACCOUNT)}
+_DEFAULT_SCOPE = {Level.REQUEST: ScopeKind.KEY, Level.ACCOUNT: ScopeKind.ACCOUNT, Level.CLUSTER: ScopeKind.GROUP}
+# what a detection of each level can name: the key, account or address that sent a request, an account, or a
+# cluster's members one by one or as one group
+_SCOPES = {
+    Level.REQUEST: (ScopeKind.KEY, ScopeKind.ACCOUNT, ScopeKind.IP),
+    Level.ACCOUNT: (ScopeKind.ACCOUNT,),
+    Level.CLUSTER: (ScopeKind.GROUP, ScopeKind.ACCOUNT),
+}
 
 
 class Rule(BaseModel):
@@ -463,7 +480,7 @@ class RuleSet:
 
     def evaluate_each(
         self, level: str, columns: Columns, rows: int
-    ) -> Iterator[tuple[int, dict[str, float], list[Hit]]]:
+    ) -> Iterator[tuple[int, dict[str, FeatureValue], list[Hit]]]:
         """`evaluate` for many subjects given as numeric feature columns: (row, its features, its hits) for each
         subject some rule fires on, in row order."""
         firing = self.fire(level, columns, rows)
@@ -506,17 +523,21 @@ class Firing:
                 shortest[mask] = np.minimum(shortest[mask], rule.ttl)
         return shortest
 
-    def explain(self, rows: Iterable[int]) -> Iterator[tuple[int, dict[str, float], list[Hit]]]:
+    def explain(self, rows: Iterable[int]) -> Iterator[tuple[int, dict[str, FeatureValue], list[Hit]]]:
         """(row, its features, its hits) for each of `rows` (rows no rule fires on give no hits)."""
         names = list(self.columns)
         for row in np.asarray(rows, dtype=np.int64).tolist():
-            features = {name: float(self.columns[name][row]) for name in names}
+            features = {name: feature_value(self.columns[name], row) for name in names}
             hits = [
                 _hit(rule, rule.when.why(features, True))
                 for rule, mask in zip(self.rules, self.masks, strict=True)
                 if mask[row]
             ]
             yield row, features, hits
+
+
+def feature_value(column: np.ndarray, row: int) -> FeatureValue:
+    return column[row] if column.dtype == object else float(column[row])
 
 
 def _rule_key(rule: Rule) -> np.uint64:
