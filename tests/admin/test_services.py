@@ -239,3 +239,24 @@ async def test_lifting_a_cluster_campaign_removes_the_decisions_its_rules_put_on
     assert [(d.source, d.value) for d in await services.decisions.list()] == [
         ("detect:reasoning-trace-harvest", "acct_1")
     ]
+
+
+async def test_a_request_rule_s_campaign_is_enforced_and_lifted_on_its_key_or_address(
+    services: AdminServices,
+) -> None:
+    degrade = Hit("reasoning-extraction-request", 1, Severity.MEDIUM, Action.DEGRADE, ScopeKind.KEY, 3600, False, ())
+    by_key = Detection(1e9, "request", "key:key_7f", ("acct_1",), (degrade,), {})
+    guess = Hit("guesses-keys", 1, Severity.MEDIUM, Action.BLOCK, ScopeKind.IP, 3600, False, ())
+    by_address = Detection(1e9, "request", "ip:203.0.113.5", (), (guess,), {})
+    key_campaign, address_campaign = services.campaigns.record([by_key, by_address])
+    await Policy().enforce(services.decisions, [by_key, by_address], now=time.time())
+    assert sorted((d.scope, d.value) for d in await services.decisions.list()) == [
+        (ScopeKind.IP, "203.0.113.5"),
+        (ScopeKind.KEY, "key_7f"),
+    ]
+
+    analyst = await services.enforce_campaign(ANALYST, address_campaign, DecisionType.CHALLENGE)
+    assert (analyst.scope, analyst.value) == (ScopeKind.IP, "203.0.113.5")  # a campaign without accounts
+    lifted = await services.lift_campaign(ANALYST, key_campaign)
+    assert [(d.scope, d.value) for d in lifted] == [(ScopeKind.KEY, "key_7f")]
+    assert sorted(d.type for d in await services.decisions.list()) == [DecisionType.BLOCK, DecisionType.CHALLENGE]

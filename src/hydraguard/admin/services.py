@@ -615,12 +615,18 @@ class AdminServices:
             raise Conflict(f"campaign {campaign_id!r} is dismissed; reopen or confirm it first")
         defaults = policy.PolicySettings()
         cluster = campaign.level == "cluster"
+        # a cluster's accounts as one group; a request rule's key or address; else the campaign's one account
+        scope, value = (
+            (ScopeKind.GROUP, policy.group_id(campaign_id))
+            if cluster
+            else policy.request_subject(campaign_id) or (ScopeKind.ACCOUNT, campaign.accounts[0])
+        )
         now = time.time()
         decision = Decision(
             id=policy.decision_id(f"analyst:{kind}", campaign_id),
             type=kind,
-            scope=ScopeKind.GROUP if cluster else ScopeKind.ACCOUNT,
-            value=policy.group_id(campaign_id) if cluster else campaign.accounts[0],
+            scope=scope,
+            value=value,
             reason=reason or f"campaign {campaign_id}: {kind} by {actor.name}",
             source=actor.name,
             created_at=now,
@@ -656,7 +662,8 @@ class AdminServices:
 
     async def _lift(self, change: _Change, store: DecisionStore, campaign: Campaign) -> list[Decision]:
         group = policy.group_id(campaign.id)
-        subject = {group} if campaign.level == "cluster" else {campaign.id}
+        named = policy.request_subject(campaign.id)
+        subject = {group} if campaign.level == "cluster" else {named[1] if named else campaign.id}
         # a cluster rule that covers only some members acts on them one by one (decide.policy); an account's own
         # account-level rules are another subject, and stay
         by_rule = {policy.SOURCE_PREFIX + rule for rule in campaign.rules} if campaign.level == "cluster" else set()

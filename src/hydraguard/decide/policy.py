@@ -59,6 +59,12 @@ def group_id(subject: str) -> str:
     return f"campaign:{subject}"
 
 
+def request_subject(subject: str) -> tuple[ScopeKind, str] | None:
+    """The key or address a request rule's subject names (`key:<id>`, `ip:<address>`); None for any other."""
+    kind, _, value = subject.partition(":")
+    return (ScopeKind(kind), value) if kind in (ScopeKind.KEY, ScopeKind.IP) and value else None
+
+
 class Policy:
     def __init__(
         self, settings: PolicySettings | None = None, dismissed: Callable[[str], bool] = lambda subject: False
@@ -87,8 +93,9 @@ class Policy:
         """A group rule acts on the cluster's group when it covers all of the detection's accounts, else on the
         accounts it covers: a member covered only by a milder rule's condition (a challenge for a shared card) is
         not held to a harsher rule's action (a block for harvesting reasoning)."""
-        if hit.scope in (ScopeKind.KEY, ScopeKind.IP):  # a request rule's subject: `key:<id>`, `ip:<address>`
-            return hit.scope, (detection.subject.partition(":")[2],)
+        named = request_subject(detection.subject)
+        if hit.scope in (ScopeKind.KEY, ScopeKind.IP) and named is not None:
+            return named[0], (named[1],)
         # otherwise rules are validated to name an account or a group (detect/rules.py)
         if hit.scope is ScopeKind.GROUP and covered == detection.accounts:
             return ScopeKind.GROUP, (group_id(detection.subject),)
