@@ -341,3 +341,43 @@ def test_top_counts_are_each_account_s_most_used_value_of_a_kind() -> None:
     assert top[ids.index("acct_repeats")] == 5
     assert top[ids.index("acct_varies")] == 2
     assert top[ids.index("acct_silent")] == 0
+
+
+def test_a_rare_tls_fingerprint_links_and_a_popular_one_does_not() -> None:
+    world = World()
+    world.background(pairs=250)  # values on more than 2 % of the linked accounts are dropped: a large world
+    tooling = [f"acct_tool{i}" for i in range(8)]
+    for i, account in enumerate(tooling):
+        world.account(account, f"org_tool{i}", None)
+    for account in [*tooling, *(row["id"] for row in world.rows[:60])]:
+        for _ in range(2):
+            n = next(_requests)
+            ja4 = (
+                "t13d1516h2_8daaf6152771_e5627efa2ab1" if account in tooling else "t13d1517h2_8daaf6152771_b0da82dd1658"
+            )
+            world.events.append(
+                RequestEvent(
+                    time=float(n),
+                    request_id=f"req_{n}",
+                    endpoint="/v1/chat/completions",
+                    account_id=str(account),
+                    tls_fingerprint=ja4,
+                    status=200,
+                )
+            )
+    clusters, ids, log = world.link()
+    assert members(clusters, ids) == [set(tooling)]  # the browser's fingerprint, on 60 accounts, glues no one
+    assert {kind for kind, _, _, _ in clusters.evidence(0)} == {Evidence.TLS_FINGERPRINT}
+    value = clusters.evidence(0)[0][1]
+    assert log.name(value) == "t13d1516h2_8daaf6152771_e5627efa2ab1"
+    uncapped, _, _ = world.link(max_share={})  # without the cap the browser's holders would form a cluster
+    assert any(set(found) - set(tooling) for found in members(uncapped, ids))
+
+
+def test_requests_without_a_tls_fingerprint_add_no_evidence() -> None:
+    log = EvidenceLog()
+    table = events_to_table(
+        [RequestEvent(time=1.0, request_id="req_a", endpoint="/v1/chat/completions", account_id="acct_a", status=200)]
+    )
+    log.observe_events(np.array([0]), table, frozenset({Evidence.TLS_FINGERPRINT}))
+    assert len(log.incidences()[0]) == 0

@@ -40,7 +40,7 @@ from hydraguard.detect.samples import RecentTemplates, TemplateSample
 if TYPE_CHECKING:
     from hydraguard.intel.index import IntelIndex
 
-COLUMNS = [*EVENT_COLUMNS, "template_signature", "template_hash", "request_id", "key_id"]
+COLUMNS = [*EVENT_COLUMNS, "template_signature", "template_hash", "request_id", "key_id", "tls_fingerprint"]
 # the event fields request rules read (`request.<name>`): numbers, then text
 REQUEST_NUMBERS = ("reasoning_extraction_score", "message_count", "prompt_tokens", "completion_tokens", "status")
 REQUEST_TEXT = ("capability_area", "user_agent", "tier", "refusal_reason")

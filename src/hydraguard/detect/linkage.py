@@ -43,6 +43,7 @@ class Evidence(enum.IntEnum):
     TEMPLATE = 4
     CLIENT_SUBNET = 5
     INTEL = 6  # a threat-intel indicator the account's requests matched (shared intel: a known campaign's)
+    TLS_FINGERPRINT = 7  # the client's TLS fingerprint (JA4, JA3), when the edge passes one
 
 
 ALL = frozenset(Evidence)
@@ -53,8 +54,16 @@ FAMILY = {  # the ablation families of docs/detection.md
     Evidence.TEMPLATE: "templates",
     Evidence.CLIENT_SUBNET: "ip",
     Evidence.INTEL: "intel",
+    Evidence.TLS_FINGERPRINT: "client",
 }
-DEFAULT_MAX_SHARE = {Evidence.EMAIL_DOMAIN: 0.02, Evidence.SIGNUP_SUBNET: 0.02, Evidence.CLIENT_SUBNET: 0.02}
+# values held by more than this share of the linked accounts link nothing: a freemail domain, a carrier's NAT, the
+# TLS fingerprint of a popular browser or SDK
+DEFAULT_MAX_SHARE = {
+    Evidence.EMAIL_DOMAIN: 0.02,
+    Evidence.SIGNUP_SUBNET: 0.02,
+    Evidence.CLIENT_SUBNET: 0.02,
+    Evidence.TLS_FINGERPRINT: 0.02,
+}
 DEFAULT_WEIGHTS = {
     Evidence.PAYMENT: 3.0,
     Evidence.SIGNUP_SUBNET: 1.0,
@@ -62,6 +71,7 @@ DEFAULT_WEIGHTS = {
     Evidence.TEMPLATE: 1.0,
     Evidence.CLIENT_SUBNET: 0.5,
     Evidence.INTEL: 2.0,
+    Evidence.TLS_FINGERPRINT: 0.5,
 }
 
 
@@ -183,6 +193,8 @@ class EvidenceLog:
             self.add(_pack(np.repeat(accounts[valid], TEMPLATE_BANDS), Evidence.TEMPLATE, keys.ravel()), time)
         if Evidence.INTEL in kinds:
             self._observe_intel(accounts, batch.column("intel_matches"))
+        if Evidence.TLS_FINGERPRINT in kinds:
+            self._observe_values(accounts, Evidence.TLS_FINGERPRINT, batch.column("tls_fingerprint"))
         if Evidence.CLIENT_SUBNET not in kinds:
             return
         ip_code, ips = encode(batch.column("client_ip").fill_null(""))
@@ -197,6 +209,19 @@ class EvidenceLog:
         hashes = unique_hashes[inverse]
         sampled = (hashes % np.uint64(SUBNET_SAMPLE)) == 0
         self.add(_pack(accounts[sampled], Evidence.CLIENT_SUBNET, hashes[sampled]))
+
+    def _observe_values(self, accounts: np.ndarray, kind: Evidence, values: pa.ChunkedArray | pa.Array) -> None:
+        """Each row's value of a text column as evidence of this kind (null: none)."""
+        code, distinct = encode(values)
+        known = np.array([v is not None for v in distinct], dtype=bool)
+        if not known[code].any():  # the usual case without a TLS-terminating edge: nothing per row
+            return
+        hashes = np.zeros(len(distinct), dtype=np.uint64)
+        named = [v for v in distinct if v is not None]
+        hashes[known] = value_hashes(named)
+        self._names.update(zip(_value_ids(kind, hashes[known]).tolist(), named, strict=True))
+        rows = known[code]
+        self.add(_pack(accounts[rows], kind, hashes[code[rows]]))
 
     def _observe_intel(self, accounts: np.ndarray, matches: pa.ChunkedArray | pa.Array) -> None:
         valid = pc.is_valid(matches).to_numpy(zero_copy_only=False)

@@ -161,7 +161,7 @@ def mmd() -> Detector:
     return Mmd()
 
 
-ABLATIONS = ("payment", "ip", "identity", "templates", "timing", "intel")
+ABLATIONS = ("payment", "ip", "identity", "templates", "timing", "intel", "client")
 BUILTIN: dict[str, Callable[[], Detector]] = {
     "rate-limits": RateLimits,
     "none": NoDetector,
