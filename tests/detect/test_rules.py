@@ -210,7 +210,8 @@ def test_a_bad_ttl_is_rejected(ttl: object) -> None:
     ("level", "scope"), [("account", "ip"), ("account", "group"), ("cluster", "key"), ("request", "group")]
 )
 def test_a_scope_the_level_cannot_name_is_rejected(level: str, scope: str) -> None:
-    message = load_error(level=level, scope=scope, when={"all": [f"{level}.n >= 1"]})
+    feature = "request.status" if level == "request" else f"{level}.n"
+    message = load_error(level=level, scope=scope, when={"all": [f"{feature} >= 1"]})
     assert f"scope: a {level} rule acts on" in message and f"not {scope}" in message
 
 

@@ -40,6 +40,9 @@ Features = Mapping[str, FeatureValue]
 # one array per feature, a value per subject: float64 (NaN: absent) or, for text, object (None: absent)
 Columns = Mapping[str, np.ndarray]
 
+# the event fields a request rule may read (`request.<field>`): numbers, then text
+REQUEST_NUMBERS = ("reasoning_extraction_score", "message_count", "prompt_tokens", "completion_tokens", "status")
+REQUEST_TEXT = ("capability_area", "user_agent", "tier", "refusal_reason")
 SUFFIXES = (".yaml", ".yml")
 DEFAULT_DIR = Path(__file__).parent / "rules"
 
@@ -389,6 +392,10 @@ class Rule(BaseModel):
             foreign = sorted({f for f in when.features() if not f.startswith(f"{level}.")})
             if foreign:
                 raise ValueError(f"a {level} rule may use only `{level}.` features, not {', '.join(foreign)}")
+            fields = {f"request.{name}" for name in (*REQUEST_NUMBERS, *REQUEST_TEXT)}
+            unknown = sorted(set(when.features()) - fields) if level == Level.REQUEST else []
+            if unknown:
+                raise ValueError(f"a request rule reads {', '.join(sorted(fields))}; not {', '.join(unknown)}")
         return when
 
     @model_validator(mode="after")
