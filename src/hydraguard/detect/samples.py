@@ -61,11 +61,12 @@ class RecentTemplates:
         mine = numbers == accounts[0] if len(accounts) == 1 else np.isin(numbers, accounts)
         rows = np.flatnonzero(mine)
         used = hashes.take(pa.array(rows))
+        templated = pc.is_valid(used).to_numpy(zero_copy_only=False)
+        rows, used = rows[templated], used.filter(pa.array(templated))
         counted = pc.value_counts(used)  # in order of first use
         counts, values = counted.field("counts").to_numpy(), counted.field("values")
-        order = [int(i) for i in np.argsort(-counts, kind="stable") if values[int(i)].is_valid][:top]
         samples = []
-        for i in order:
+        for i in np.argsort(-counts, kind="stable")[:top].tolist():
             using = np.flatnonzero(pc.equal(used, values[i]).fill_null(False).to_numpy(zero_copy_only=False))
             latest = request_ids[int(rows[using[-1]])].as_py()
             samples.append(TemplateSample(values[i].as_py(), int(counts[i]), latest))
