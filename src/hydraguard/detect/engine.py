@@ -94,34 +94,40 @@ class Detection:
 
 @dataclass
 class _RequestHits:
-    """One subject's request-rule hits since the last analysis: per rule, how many requests and the latest one's
-    explanation."""
+    """One subject's request-rule hits since the last analysis: per rule, how many requests and the latest one.
+    Requests are explained only when the subject is emitted (most tallies are not, between renewals), from the
+    columns of the batch they came in."""
 
     accounts: set[str] = field(default_factory=set)
-    features: dict[str, FeatureValue] = field(default_factory=dict)
+    _rules: dict[str, Rule] = field(default_factory=dict)  # by id, in the order they first matched
     _requests: dict[str, int] = field(default_factory=dict)  # by rule id
-    _latest_row: dict[str, int] = field(default_factory=dict)  # by rule id, in the batch being tallied
-    _hits: dict[str, Hit] = field(default_factory=dict)  # by rule id: the latest request's
+    _latest: dict[str, tuple[dict[str, np.ndarray], int]] = field(default_factory=dict)  # (batch columns, row)
+    _shown: tuple[dict[str, np.ndarray], int] | None = None  # the request whose features the detection shows
 
-    def count(self, rule: Rule, account: str | None, row: int) -> None:
+    def count(self, rule: Rule, account: str | None, columns: dict[str, np.ndarray], row: int) -> None:
+        self._rules[rule.id] = rule
         self._requests[rule.id] = self._requests.get(rule.id, 0) + 1
-        self._latest_row[rule.id] = row
+        self._latest[rule.id] = self._shown = (columns, row)
         if account:
             self.accounts.add(account)
 
-    def explain(self, rule: Rule, columns: dict[str, np.ndarray]) -> None:
-        """Explain `rule`'s hit by the latest request of the batch it was tallied in."""
-        row = self._latest_row.pop(rule.id, None)
-        if row is None:
-            return
-        self.features = {name: feature_value(values, row) for name, values in columns.items()}
-        self._hits[rule.id] = RuleSet((rule,)).evaluate("request", self.features)[0]
+    def rules(self) -> list[Rule]:
+        return list(self._rules.values())
+
+    def features(self) -> dict[str, FeatureValue]:
+        if self._shown is None:
+            return {}
+        columns, row = self._shown
+        return {name: feature_value(values, row) for name, values in columns.items()}
 
     def hits(self) -> list[Hit]:
-        return [
-            replace(hit, reasons=(*hit.reasons, f"{self._requests[rule_id]} matching requests"))
-            for rule_id, hit in self._hits.items()
-        ]
+        """Per rule, its hit explained by its latest request, with how many requests matched it."""
+        hits = []
+        for rule_id, (columns, row) in self._latest.items():
+            features = {name: feature_value(values, row) for name, values in columns.items()}
+            hit = RuleSet((self._rules[rule_id],)).evaluate("request", features)[0]
+            hits.append(replace(hit, reasons=(*hit.reasons, f"{self._requests[rule_id]} matching requests")))
+        return hits
 
 
 @dataclass
@@ -338,25 +344,24 @@ class Engine:
                 if value is None:  # an unauthenticated request has no key to act on
                     continue
                 subject = value if scope is ScopeKind.ACCOUNT else f"{scope}:{value}"
-                tally = self._request_hits.setdefault(subject, _RequestHits())
-                tally.count(rule, owner, row)
-            for tally in self._request_hits.values():
-                tally.explain(rule, columns)
+                self._request_hits.setdefault(subject, _RequestHits()).count(rule, owner, columns, row)
 
     def _request_detections(self, at: float) -> list[Detection]:
         """A subject's request-rule hits since the last analysis, emitted as account detections are: when the rules
         it fires change, and again when its decisions near their TTL (shadow hits: every `renew_interval`)."""
         detections = []
         for subject, tally in sorted(self._request_hits.items()):
-            hits = tuple(tally.hits())
-            rules = frozenset(hit.rule_id for hit in hits)
-            enforcing = [hit.ttl for hit in hits if hit.action in ENFORCING and not hit.shadow and hit.ttl]
+            matched = tally.rules()
+            rules = frozenset(rule.id for rule in matched)
+            enforcing = [rule.ttl for rule in matched if rule.action in ENFORCING and not rule.shadow and rule.ttl]
             renew = min([self.settings.renew_interval, *(ttl / 2 for ttl in enforcing)])
             before = self._request_emitted.get(subject)
             if before is not None and before[0] == rules and at - before[1] < renew:
                 continue
             self._request_emitted[subject] = (rules, at)
-            detections.append(Detection(at, "request", subject, tuple(sorted(tally.accounts)), hits, tally.features))
+            hits = tuple(tally.hits())
+            accounts = tuple(sorted(tally.accounts))
+            detections.append(Detection(at, "request", subject, accounts, hits, tally.features()))
         self._request_hits = {}
         return detections
 
