@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hydraguard.detect.analyze import simulated_batches
-from hydraguard.detect.engine import Engine
+from hydraguard.detect.engine import Engine, EngineSettings
 
 
 def timed(totals: dict[str, float], counts: dict[str, int], name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -50,6 +50,12 @@ def main() -> None:
         help="stop after this many events (the whole registry "
         "is still loaded, so the final linkage spans every account)",
     )
+    parser.add_argument(
+        "--linkage-interval",
+        type=float,
+        default=None,
+        help="seconds of event time between linkages (default: the engine's default)",
+    )
     args = parser.parse_args()
 
     def batches() -> Iterator[pa.RecordBatch]:
@@ -66,7 +72,9 @@ def main() -> None:
     print(f"{args.run}: {events:,} events")
     print(f"reading only: {read_seconds:.1f} s, {events / read_seconds:,.0f} events/s")
 
-    engine = Engine()
+    engine = Engine(
+        settings=None if args.linkage_interval is None else EngineSettings(linkage_interval=args.linkage_interval)
+    )
     totals: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
     engine._fold = timed(totals, counts, "fold events", engine._fold)  # type: ignore[method-assign]

@@ -17,6 +17,7 @@ from hydraguard.detect.engine import REGISTRY_SCHEMA
 from hydraguard.detect.linkage import (
     KEPT_VALUES_PER_ACCOUNT,
     PROBATION_DAYS,
+    SUBNET_SAMPLE,
     TEMPLATE_BANDS,
     TOP_VALUES_PER_ACCOUNT,
     VALUE_BITS,
@@ -27,6 +28,7 @@ from hydraguard.detect.linkage import (
     _top_of_runs,
     link,
     shared_across_orgs,
+    value_hashes,
 )
 from hydraguard.detect.request import signature_bands, template_fingerprint
 from hydraguard.events.schema import RequestEvent, events_to_table
@@ -381,3 +383,20 @@ def test_requests_without_a_tls_fingerprint_add_no_evidence() -> None:
     )
     log.observe_events(np.array([0]), table, frozenset({Evidence.TLS_FINGERPRINT}))
     assert len(log.incidences()[0]) == 0
+
+
+def test_requests_without_a_client_ip_share_no_subnet() -> None:
+    sampled = next(
+        f"100.64.{i}.9" for i in range(256) if value_hashes([f"100.64.{i}.0/24"])[0] % np.uint64(SUBNET_SAMPLE) == 0
+    )
+    events = [
+        RequestEvent(
+            time=1.0, request_id=f"req_{n}", endpoint="/v1/chat/completions", account_id=f"acct_{n}", client_ip=ip
+        )
+        for n, ip in enumerate([None, None, sampled])
+    ]
+    log = EvidenceLog()
+    log.observe_events(np.arange(3), events_to_table(events), frozenset({Evidence.CLIENT_SUBNET}))
+    account, _, value, _ = log.incidences()
+    assert account.tolist() == [2]
+    assert log.name(int(value[0])) == sampled.rsplit(".", 1)[0] + ".0/24"

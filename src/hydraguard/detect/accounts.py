@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -85,6 +86,21 @@ def _subnets(ips: pa.Array) -> pa.Array:
     return pc.if_else(
         pc.match_substring(ips, ":"), pc.replace_substring_regex(ips, r"^(([^:]*:){3}).*$", r"\1:/48"), v4
     )
+
+
+@dataclass(frozen=True)
+class ClientAddresses:
+    """A batch's client IPs encoded once for the account table and the evidence log: each row's index into the
+    distinct addresses, and those addresses and their subnets (None for null)."""
+
+    code: np.ndarray
+    ips: list[str | None]
+    subnets: list[str | None]
+
+    @classmethod
+    def of(cls, column: pa.Array | pa.ChunkedArray) -> ClientAddresses:
+        code, ips = encode(column)
+        return cls(code, ips, _subnets(pa.array(ips, pa.string())).to_pylist())
 
 
 def distinct_estimate(bitmaps: np.ndarray) -> np.ndarray:
@@ -166,8 +182,9 @@ class AccountTable:
             setattr(self, name, np.concatenate([getattr(self, name), np.zeros(extra, np.uint64)]))
         self._capacity = new
 
-    def update(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
-        """Fold a time-ordered batch of events into the state; returns the batch's account numbers.
+    def update(self, batch: pa.RecordBatch | pa.Table, addresses: ClientAddresses | None = None) -> np.ndarray:
+        """Fold a time-ordered batch of events into the state; returns the batch's account numbers. `addresses`:
+        the batch's client IPs, if the caller has encoded them already.
 
         Each counter is summed per account with one `np.bincount` over the batch's account slots (its distinct
         accounts), then added to the accounts' rows: no per-row scatter into the whole table."""
@@ -176,6 +193,7 @@ class AccountTable:
         if (numbers < 0).any():  # rows without an account are not anyone's behaviour
             keep = numbers[slot] >= 0
             batch, slot = batch.filter(pa.array(keep)), slot[keep]
+            addresses = None
             used = numbers >= 0
             slot, numbers = (np.cumsum(used) - 1)[slot], numbers[used]
         if len(slot) == 0:
@@ -247,10 +265,9 @@ class AccountTable:
         self.phase[accounts] += self._binned(slot, phase, PHASE_BINS, slots)
         area = pc.index_in(batch.column("capability_area"), value_set=pa.array(AREAS)).fill_null(len(AREAS) - 1)
         self.areas[accounts] += self._binned(slot, area.to_numpy(zero_copy_only=False), len(AREAS), slots)
-        ip_code, ips = encode(batch.column("client_ip"))
-        self.ip_bits[accounts] |= _any_bits(slot, _bit_numbers(ips)[ip_code], slots)
-        subnets = _subnets(pa.array([ip or "" for ip in ips], pa.string())).to_pylist()
-        self.subnet_bits[accounts] |= _any_bits(slot, _bit_numbers(subnets)[ip_code], slots)
+        addresses = addresses or ClientAddresses.of(batch.column("client_ip"))
+        self.ip_bits[accounts] |= _any_bits(slot, _bit_numbers(addresses.ips)[addresses.code], slots)
+        self.subnet_bits[accounts] |= _any_bits(slot, _bit_numbers(addresses.subnets)[addresses.code], slots)
         agent_code, agents = encode(batch.column("user_agent"))
         self.ua_bits[accounts] |= _any_bits(slot, _bit_numbers(agents)[agent_code], slots)
         latest_row, latest_of = order[ends], accounts[acc[ends]]  # each account's latest row in the batch

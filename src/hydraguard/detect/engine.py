@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from hydraguard.accounts.models import Account
 from hydraguard.config import Tier, _default_tiers
 from hydraguard.decide.model import ScopeKind
-from hydraguard.detect.accounts import AREA_SHARE, EVENT_COLUMNS, AccountTable
+from hydraguard.detect.accounts import AREA_SHARE, EVENT_COLUMNS, AccountTable, ClientAddresses
 from hydraguard.detect.linkage import (
     FAMILY,
     VALUE_BITS,
@@ -282,7 +282,8 @@ class Engine:
             if batch.num_rows == 0:
                 return
         batch = self._with_template_intel(batch)
-        numbers = self.accounts.update(batch)
+        addresses = ClientAddresses.of(batch.column("client_ip"))
+        numbers = self.accounts.update(batch, addresses)
         self._recent_templates.add(numbers, batch.column("template_hash"), batch.column("request_id"))
         grow = len(self.accounts) - len(self._active)
         if grow > 0:
@@ -292,7 +293,7 @@ class Engine:
             self._emitted_at = np.concatenate([self._emitted_at, np.zeros(grow)])
         self._active[numbers] = True
         self._account_active[numbers] = True
-        self.evidence.observe_events(numbers, batch, self._kinds)
+        self.evidence.observe_events(numbers, batch, self._kinds, addresses)
 
     def advance(self, now: float) -> list[Detection]:
         """Run the analysis that is due by `now` even if no event has arrived since (live traffic can stop; a

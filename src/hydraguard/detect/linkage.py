@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from hydraguard.detect.accounts import _subnets, encode
+from hydraguard.detect.accounts import ClientAddresses, _subnets, encode
 
 ACCOUNT_BITS, KIND_BITS, VALUE_BITS = 24, 4, 36
 MAX_ACCOUNTS = 1 << ACCOUNT_BITS
@@ -183,8 +183,14 @@ class EvidenceLog:
             self.add(_pack(accounts[valid], kind, hashes))
 
     def observe_events(
-        self, accounts: np.ndarray, batch: pa.RecordBatch | pa.Table, kinds: frozenset[Evidence] = ALL
+        self,
+        accounts: np.ndarray,
+        batch: pa.RecordBatch | pa.Table,
+        kinds: frozenset[Evidence] = ALL,
+        addresses: ClientAddresses | None = None,
     ) -> None:
+        """Evidence of the batch's requests (`accounts`: each row's account number); `addresses`: its client IPs,
+        if the caller has encoded them already."""
         signatures = batch.column("template_signature")
         valid = _signed(signatures, TEMPLATE_BANDS)
         if Evidence.TEMPLATE in kinds and valid.any():
@@ -197,17 +203,19 @@ class EvidenceLog:
             self._observe_values(accounts, Evidence.TLS_FINGERPRINT, batch.column("tls_fingerprint"))
         if Evidence.CLIENT_SUBNET not in kinds:
             return
-        ip_code, ips = encode(batch.column("client_ip").fill_null(""))
-        subnet_of_ip = _subnets(pa.array(ips, pa.string())).to_numpy(zero_copy_only=False)
-        unique, subnet_code = np.unique(subnet_of_ip, return_inverse=True)
-        inverse = subnet_code[ip_code]
+        addresses = addresses or ClientAddresses.of(batch.column("client_ip"))
+        known = np.array([subnet is not None for subnet in addresses.subnets], dtype=bool)
+        unique, subnet_code = np.unique(np.array(addresses.subnets, dtype=object)[known], return_inverse=True)
         unique_hashes = value_hashes(unique.tolist())
         kept = (unique_hashes % np.uint64(SUBNET_SAMPLE)) == 0
         self._names.update(
             zip(_value_ids(Evidence.CLIENT_SUBNET, unique_hashes[kept]).tolist(), unique[kept].tolist(), strict=True)
         )
-        hashes = unique_hashes[inverse]
-        sampled = (hashes % np.uint64(SUBNET_SAMPLE)) == 0
+        hash_of_ip = np.zeros(len(known), dtype=np.uint64)
+        hash_of_ip[known] = unique_hashes[subnet_code]
+        rows = known[addresses.code]  # a request without a client IP has no subnet to share
+        hashes = hash_of_ip[addresses.code]
+        sampled = rows & ((hashes % np.uint64(SUBNET_SAMPLE)) == 0)
         self.add(_pack(accounts[sampled], Evidence.CLIENT_SUBNET, hashes[sampled]))
 
     def _observe_values(self, accounts: np.ndarray, kind: Evidence, values: pa.ChunkedArray | pa.Array) -> None:
