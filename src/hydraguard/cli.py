@@ -402,26 +402,44 @@ def analyze(
         Path, typer.Argument(help="A `hydraguard simulate` output, or the gateway's event log directory.")
     ],
     out: Annotated[Path, typer.Option(help="Directory for campaigns.json and report.md.")],
+    linkage_interval: Annotated[
+        float | None,
+        typer.Option(
+            min=1, help="Seconds of event time between linkages (default: detect.batch_linkage_interval, a day)."
+        ),
+    ] = None,
 ) -> None:
     """Batch detection over a finished event log: campaigns and a Markdown report (docs/detection.md)."""
+    from dataclasses import replace
+
     import pyarrow.parquet as pq
 
     from hydraguard.detect import analyze as analysis
+    from hydraguard.detect.background import engine_settings
+    from hydraguard.detect.engine import Engine, EngineSettings
 
     if not events_dir.is_dir():
         _fail(f"{events_dir} is not a directory")
+    settings = _settings()
     if (events_dir / "events").is_dir():
         batches = analysis.simulated_batches(events_dir)
         registry = pq.read_table(events_dir / "registry" / "accounts.parquet")
-        engine = None  # a simulated world: the product's default tiers and intervals
+        # a simulated world has its own tiers: the product's default ones, and the config's batch interval
+        engine_config = EngineSettings(linkage_interval=settings.detect.batch_linkage_interval)
     else:
-        from hydraguard.detect.background import engine_settings
-        from hydraguard.detect.engine import Engine, registry_table
+        from hydraguard.detect.engine import registry_table
 
         batches = analysis.log_batches(events_dir)
         registry = registry_table(_registry().list_accounts())
-        engine = Engine(settings=engine_settings(_settings()))
-    campaigns = analysis.analyze(batches, registry, engine)
+        engine_config = engine_settings(settings, batch=True)
+    if linkage_interval is not None:
+        if linkage_interval < engine_config.analysis_interval:
+            _fail(
+                f"--linkage-interval must be at least detect.analysis_interval "
+                f"(here {linkage_interval:g} < {engine_config.analysis_interval:g})"
+            )
+        engine_config = replace(engine_config, linkage_interval=linkage_interval)
+    campaigns = analysis.analyze(batches, registry, Engine(settings=engine_config))
     analysis.write(campaigns, out, str(events_dir))
     typer.echo(analysis.report(campaigns, str(events_dir)), nl=False)
     typer.echo(f"-> {out / 'campaigns.json'}, {out / 'report.md'}")

@@ -161,6 +161,10 @@ def test_detection_intervals_come_from_the_config_and_the_command_line_and_are_c
     monkeypatch.setenv("HYDRAGUARD_DETECT__LINKAGE_INTERVAL", "60")
     with pytest.raises(config_module.ConfigError, match=r"linkage_interval must be at least detect\.analysis_interval"):
         config_module.load(tmp_path / "hydraguard.toml")
+    monkeypatch.delenv("HYDRAGUARD_DETECT__LINKAGE_INTERVAL")
+    monkeypatch.setenv("HYDRAGUARD_DETECT__BATCH_LINKAGE_INTERVAL", "60")
+    with pytest.raises(config_module.ConfigError, match=r"batch_linkage_interval must be at least detect\.analysis"):
+        config_module.load(tmp_path / "hydraguard.toml")
 
 
 def test_the_engine_takes_its_intervals_and_tier_limits_from_the_config(tmp_path: Path) -> None:
@@ -170,7 +174,8 @@ def test_the_engine_takes_its_intervals_and_tier_limits_from_the_config(tmp_path
     settings = config_module.load(path)
     engine = engine_settings(settings)
     assert engine.analysis_interval == 1800.0
-    assert engine.linkage_interval == settings.detect.linkage_interval
+    assert engine.linkage_interval == settings.detect.linkage_interval == 21_600.0
+    assert engine_settings(settings, batch=True).linkage_interval == settings.detect.batch_linkage_interval == 86_400.0
     # a file's [tiers] replaces the built-in ones; a tier without a daily limit has no usage to measure
     assert engine.tier_tokens_per_day == {
         name: float(tier.account.tpd) for name, tier in settings.tiers.items() if tier.account.tpd

@@ -167,3 +167,31 @@ def test_hydraguard_analyze_reads_a_gateway_event_log_with_the_config_s_registry
     campaigns = json.loads((tmp_path / "report" / "campaigns.json").read_text())
     assert [c["accounts"] for c in campaigns] == [[harvester]]
     assert bystander not in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_hydraguard_analyze_links_daily_unless_told_otherwise(
+    initialized: config_module.Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from hydraguard.cli import app
+    from hydraguard.detect import analyze as analysis
+
+    intervals: list[float] = []
+    real = analysis.analyze
+
+    def spy(batches, registry, engine):  # type: ignore[no-untyped-def]
+        intervals.append(engine.settings.linkage_interval)
+        return real(batches, registry, engine)
+
+    monkeypatch.setattr(analysis, "analyze", spy)
+    seed_harvester(initialized)
+    runner, events = CliRunner(), str(initialized.events.dir)
+    assert runner.invoke(app, ["analyze", events, "--out", str(tmp_path / "a")]).exit_code == 0
+    given = runner.invoke(app, ["analyze", events, "--out", str(tmp_path / "b"), "--linkage-interval", "7200"])
+    assert given.exit_code == 0, given.output
+    assert intervals == [86_400.0, 7_200.0]
+    too_short = runner.invoke(app, ["analyze", events, "--out", str(tmp_path / "c"), "--linkage-interval", "60"])
+    assert too_short.exit_code == 2
+    assert "--linkage-interval must be at least detect.analysis_interval (here 60 < 3600)" in too_short.output
+    assert intervals == [86_400.0, 7_200.0]

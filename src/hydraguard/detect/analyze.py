@@ -2,7 +2,8 @@
 
 Input is a directory written by `hydraguard simulate` (`events/day=*/part-*.parquet`, `registry/accounts.parquet`)
 or the gateway's event log (Arrow IPC segments) with the registry read from the configured database. The engine
-is the streaming one, fed the whole log in time order, so batch and streaming results agree.
+is the streaming one, fed the whole log in time order, so batch and streaming results agree when given the same
+intervals (`hydraguard analyze` links daily by default, `detect.batch_linkage_interval`: docs/detection.md, "Speed").
 """
 
 from __future__ import annotations

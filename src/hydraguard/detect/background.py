@@ -31,13 +31,15 @@ log = logging.getLogger(__name__)
 _CONTEXT = multiprocessing.get_context("spawn")
 
 
-def engine_settings(settings: Settings) -> EngineSettings:
+def engine_settings(settings: Settings, batch: bool = False) -> EngineSettings:
+    """The engine's settings from the config: streaming detection's intervals, or with `batch` batch analysis's."""
     # the engine's imports are for the child, not the gateway
     from hydraguard.detect.engine import EngineSettings, tier_tokens_per_day
 
+    detect = settings.detect
     return EngineSettings(
-        analysis_interval=settings.detect.analysis_interval,
-        linkage_interval=settings.detect.linkage_interval,
+        analysis_interval=detect.analysis_interval,
+        linkage_interval=detect.batch_linkage_interval if batch else detect.linkage_interval,
         tier_tokens_per_day=tier_tokens_per_day(settings.tiers),
     )
 
