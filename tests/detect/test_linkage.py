@@ -24,7 +24,9 @@ from hydraguard.detect.linkage import (
     Clusters,
     Evidence,
     EvidenceLog,
+    _merged,
     _pack,
+    _probation,
     _top_of_runs,
     link,
     shared_across_orgs,
@@ -205,6 +207,25 @@ def test_a_template_on_probation_is_forgotten_unless_used_again_within_the_proba
     log.compact()
     account, _, _, counts = log.incidences()
     assert account.tolist() == [0] and counts.tolist() == [2]
+
+
+def test_probation_keeps_the_unexpired_drops_the_repeated_and_restarts_the_expired() -> None:
+    once = np.array([10, 20, 30, 40], dtype=np.uint64)
+    once_day = np.array([5, 1, 5, 1])  # 20 and 40 are from day 1: expired on day 4 with a 3-day probation
+    new = np.array([15, 30, 40, 50], dtype=np.uint64)
+    counts = np.array([1, 1, 1, 3])
+    template = np.array([True, True, True, False])
+    kept, kept_day, again = _probation(once, once_day, new, counts, template, 4, 1)
+    assert kept.tolist() == [10, 15, 40]  # 15 starts; 30 leaves (used again); 40 starts over; 50 is no template
+    assert kept_day.tolist() == [5, 4, 4]
+    assert again.tolist() == [False, True, False, False]
+    assert counts.tolist() == [1, 2, 1, 3]  # the use on probation counts
+
+
+def test_merged_interleaves_two_sorted_key_sets_with_their_values() -> None:
+    held, new = np.array([2, 5, 9], dtype=np.uint64), np.array([1, 6], dtype=np.uint64)
+    keys, values = _merged(held, np.array([20, 50, 90]), new, np.array([1, 6]))
+    assert keys.tolist() == [1, 2, 5, 6, 9] and values.tolist() == [1, 20, 50, 6, 90]
 
 
 def test_each_account_keeps_its_most_used_values_of_a_kind() -> None:

@@ -142,7 +142,7 @@ class EvidenceLog:
             self.compact()
 
     def compact(self) -> None:
-        """Merge the pending pairs into the sorted, distinct `pairs` (binary searches and insertion passes: the
+        """Merge the pending pairs into the sorted, distinct `pairs` (binary searches and merge passes: the
         pairs held are never sorted again), then apply the probation and the per-account cap."""
         if not self._pending:
             return
@@ -153,15 +153,11 @@ class EvidenceLog:
         self.counts[at[held]] += new_counts[held]
         new, new_counts = new[~held], new_counts[~held]
         template = (new >> np.uint64(VALUE_BITS)) & np.uint64((1 << KIND_BITS) - 1) == np.uint64(Evidence.TEMPLATE)
-        recent = self._once_day > self._day - PROBATION_DAYS  # days of the latest events: exact to a compaction
-        self._once, self._once_day = self._once[recent], self._once_day[recent]
-        at, again = _find(self._once, new)
-        again &= template
-        new_counts[again] += 1  # the use on probation
-        self._once = np.delete(self._once, at[again])
-        self._once_day = np.delete(self._once_day, at[again])
+        # probation expires by the day of the latest events: exact to a compaction
+        self._once, self._once_day, again = _probation(
+            self._once, self._once_day, new, new_counts, template, self._day, self._day - PROBATION_DAYS
+        )
         once = template & ~again & (new_counts == 1)
-        self._once, self._once_day = _merged(self._once, self._once_day, new[once], np.full(once.sum(), self._day))
         self.pairs, self.counts = _merged(self.pairs, self.counts, new[~once], new_counts[~once])
         kept = _top_of_runs(self.pairs, self.counts, KEPT_VALUES_PER_ACCOUNT)
         if not kept.all():
@@ -462,12 +458,61 @@ def _find(keys: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return at, found
 
 
+# compiled, as below: the probation set holds millions of template uses, and inserting into it with numpy (a pass
+# per array per step) was half of a compaction (docs/benchmarks.md)
+@numba.njit(cache=True, nogil=True)
 def _merged(
     keys: np.ndarray, values: np.ndarray, new_keys: np.ndarray, new_values: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sorted `keys` (with their values) and sorted `new_keys` not among them, as one sorted array."""
-    at = np.searchsorted(keys, new_keys)
-    return np.insert(keys, at, new_keys), np.insert(values, at, new_values)
+    n, m = len(keys), len(new_keys)
+    out_keys, out_values = np.empty(n + m, keys.dtype), np.empty(n + m, values.dtype)
+    i = j = 0
+    for k in range(n + m):
+        if j == m or (i < n and keys[i] < new_keys[j]):
+            out_keys[k], out_values[k] = keys[i], values[i]
+            i += 1
+        else:
+            out_keys[k], out_values[k] = new_keys[j], new_values[j]
+            j += 1
+    return out_keys, out_values
+
+
+@numba.njit(cache=True, nogil=True)
+def _probation(
+    once: np.ndarray,
+    once_day: np.ndarray,
+    new: np.ndarray,
+    new_counts: np.ndarray,
+    template: np.ndarray,
+    day: int,
+    expired: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One merge pass over the templates on probation (sorted `once`, each with the day it was used) and the new
+    pairs (sorted `new`, not among the pairs held): entries from day `expired` or before are dropped; a new template
+    pair already on probation is used `again` (its count gains the use on probation, `new_counts` in place) and leaves
+    probation; a new template pair used once goes on probation with `day`. Returns the new probation set and `again`."""
+    n, m = len(once), len(new)
+    out, out_day = np.empty(n + m, once.dtype), np.empty(n + m, once_day.dtype)
+    again = np.zeros(m, dtype=np.bool_)
+    i = j = k = 0
+    while i < n or j < m:
+        if j == m or (i < n and once[i] < new[j]):
+            if once_day[i] > expired:
+                out[k], out_day[k] = once[i], once_day[i]
+                k += 1
+            i += 1
+            continue
+        if i < n and once[i] == new[j] and once_day[i] > expired and template[j]:
+            again[j] = True
+            new_counts[j] += 1
+        elif template[j] and new_counts[j] == 1:
+            out[k], out_day[k] = new[j], day
+            k += 1
+        if i < n and once[i] == new[j]:
+            i += 1
+        j += 1
+    return out[:k], out_day[:k], again
 
 
 def _top_of_runs(pairs: np.ndarray, counts: np.ndarray, top: int) -> np.ndarray:
