@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from hydraguard.accounts.models import Account
 from hydraguard.config import Tier, _default_tiers
 from hydraguard.decide.model import ScopeKind
-from hydraguard.detect.accounts import AREA_SHARE, EVENT_COLUMNS, AccountTable, ClientAddresses
+from hydraguard.detect.accounts import AREA_SHARE, EVENT_COLUMNS, AccountTable, ClientAddresses, encode
 from hydraguard.detect.linkage import (
     FAMILY,
     VALUE_BITS,
@@ -104,12 +104,14 @@ class _RequestHits:
     _latest: dict[str, tuple[dict[str, np.ndarray], int]] = field(default_factory=dict)  # (batch columns, row)
     _shown: tuple[dict[str, np.ndarray], int] | None = None  # the request whose features the detection shows
 
-    def count(self, rule: Rule, account: str | None, columns: dict[str, np.ndarray], row: int) -> None:
+    def count(
+        self, rule: Rule, requests: int, accounts: Iterable[str | None], columns: dict[str, np.ndarray], latest: int
+    ) -> None:
+        """`requests` more requests matched `rule`, from these accounts; `latest`: the last one's row in `columns`."""
         self._rules[rule.id] = rule
-        self._requests[rule.id] = self._requests.get(rule.id, 0) + 1
-        self._latest[rule.id] = self._shown = (columns, row)
-        if account:
-            self.accounts.add(account)
+        self._requests[rule.id] = self._requests.get(rule.id, 0) + requests
+        self._latest[rule.id] = self._shown = (columns, latest)
+        self.accounts.update(a for a in accounts if a)
 
     def rules(self) -> list[Rule]:
         return list(self._rules.values())
@@ -338,14 +340,26 @@ class Engine:
             rows = np.flatnonzero(mask)
             if len(rows) == 0:
                 continue
-            scope = rule.scope
-            values = batch.column(SCOPE_COLUMN[scope]).take(pa.array(rows)).to_pylist()
-            owners = accounts.take(pa.array(rows)).to_pylist()
-            for row, value, owner in zip(rows.tolist(), values, owners, strict=True):
+            scope, taken = rule.scope, pa.array(rows)
+            # per subject (key, account or address): its requests, its latest row and the accounts that sent them
+            subject_of, values = encode(batch.column(SCOPE_COLUMN[scope]).take(taken))
+            owner_of, owners = encode(accounts.take(taken))
+            requests = np.bincount(subject_of, minlength=len(values)).tolist()
+            last = len(rows) - 1 - np.unique(subject_of[::-1], return_index=True)[1]  # rows ascend: the last one
+            latest = np.zeros(len(values), dtype=np.int64)
+            latest[subject_of[last]] = rows[last]
+            sent = np.unique(subject_of * len(owners) + owner_of)
+            senders: list[list[str | None]] = [[] for _ in values]
+            for pair in sent.tolist():
+                senders[pair // len(owners)].append(owners[pair % len(owners)])
+            for number, value in enumerate(values):
                 if value is None:  # an unauthenticated request has no key to act on
                     continue
                 subject = value if scope is ScopeKind.ACCOUNT else f"{scope}:{value}"
-                self._request_hits.setdefault(subject, _RequestHits()).count(rule, owner, columns, row)
+                tally = self._request_hits.get(subject)
+                if tally is None:
+                    tally = self._request_hits[subject] = _RequestHits()
+                tally.count(rule, requests[number], senders[number], columns, int(latest[number]))
 
     def _request_detections(self, at: float) -> list[Detection]:
         """A subject's request-rule hits since the last analysis, emitted as account detections are: when the rules
