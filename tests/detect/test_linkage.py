@@ -421,3 +421,13 @@ def test_requests_without_a_client_ip_share_no_subnet() -> None:
     account, _, value, _ = log.incidences()
     assert account.tolist() == [2]
     assert log.name(int(value[0])) == sampled.rsplit(".", 1)[0] + ".0/24"
+
+
+def test_values_of_reads_held_and_pending_pairs_of_the_wanted_accounts_only() -> None:
+    log = EvidenceLog()
+    log.add(_pack(np.array([1, 2, 7]), Evidence.PAYMENT, np.array([11, 12, 17], dtype=np.uint64)))
+    log.compact()
+    log.add(_pack(np.array([2, 3, 900]), Evidence.PAYMENT, np.array([22, 13, 19], dtype=np.uint64)))
+    account, value = log.values_of(np.array([2, 3, 2]))
+    assert account.tolist() == [2, 2, 3]
+    assert (value & np.uint64((1 << VALUE_BITS) - 1)).tolist() == [12, 22, 13]

@@ -263,7 +263,12 @@ class EvidenceLog:
         low = np.searchsorted(self.pairs, wanted << shift)
         high = np.searchsorted(self.pairs, (wanted + np.uint64(1)) << shift)
         held = [self.pairs[a:b] for a, b in zip(low.tolist(), high.tolist(), strict=True) if b > a]
-        pending = [chunk[np.isin(chunk >> shift, wanted)] for chunk in self._pending]
+        # a lookup table, not `np.isin`: pending chunks hold millions of pairs. Its last slot, never wanted, stands
+        # for every larger account number.
+        chosen = np.zeros(int(wanted.max()) + 2 if len(wanted) else 1, dtype=bool)
+        chosen[wanted.astype(np.int64)] = True
+        top = np.uint64(len(chosen) - 1)
+        pending = [chunk[chosen[np.minimum(chunk >> shift, top).astype(np.int64)]] for chunk in self._pending]
         pairs = _sorted_distinct(np.sort(np.concatenate([np.zeros(0, np.uint64), *held, *pending])))[0]
         return (pairs >> shift).astype(np.int64), pairs & np.uint64((1 << (KIND_BITS + VALUE_BITS)) - 1)
 
