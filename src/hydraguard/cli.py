@@ -352,8 +352,9 @@ def evaluate(
     detector: Annotated[
         list[str] | None,
         typer.Option(
-            help="A built-in detector (hydraguard, hydraguard-no-<family>, rate-limits, prada, mmd, none) or "
-            "module:factory; repeatable. prada and mmd read their calibration from $HYDRAGUARD_BASELINE_CALIBRATION."
+            help="A built-in detector (hydraguard, hydraguard-batch: daily linkage, hydraguard-no-<family>, "
+            "rate-limits, prada, mmd, none) or module:factory; repeatable. prada and mmd read their calibration "
+            "from $HYDRAGUARD_BASELINE_CALIBRATION."
         ),
     ] = None,
 ) -> None:

@@ -31,6 +31,17 @@ def test_hydraguard_finds_the_campaign_that_rate_limits_miss(small_run: tuple[Sc
     assert ours["campaign"]["requests_served_share"] < 0.1 < baseline["campaign"]["requests_served_share"]
 
 
+def test_the_batch_detector_links_daily_and_still_finds_the_campaign(
+    small_run: tuple[Scenario, Path, dict[str, Any]],
+) -> None:
+    _, out, _ = small_run
+    batch = detectors.BUILTIN["hydraguard-batch"]()
+    assert batch.name == "hydraguard-batch"
+    assert batch.engine.settings.linkage_interval == 86_400.0 > detectors.HydraGuard().engine.settings.linkage_interval
+    scored = evaluation.evaluate_run(batch, out)
+    assert scored["campaigns_detected"] >= 1 and scored["recall"] >= 0.9 and scored["fpr"] <= 0.05
+
+
 def test_analyze_writes_campaigns_with_their_accounts_and_evidence(
     small_run: tuple[Scenario, Path, dict[str, Any]], tmp_path: Path
 ) -> None:

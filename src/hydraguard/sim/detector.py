@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 
 import pyarrow as pa
 
-from hydraguard.config import Limits, _default_tiers
+from hydraguard.config import DetectConfig, Limits, _default_tiers
 from hydraguard.detect.engine import Engine, EngineSettings
 
 
@@ -147,6 +147,13 @@ def ablation(family: str) -> HydraGuard:
     return HydraGuard(EngineSettings(families_off=frozenset({family})), name=f"hydraguard-no-{family}")
 
 
+def batch() -> HydraGuard:
+    """hydraguard as `hydraguard analyze` runs it: a linkage a day of event time (`detect.batch_linkage_interval`)
+    instead of every 6 hours."""
+    interval = DetectConfig().batch_linkage_interval
+    return HydraGuard(EngineSettings(linkage_interval=interval), name="hydraguard-batch")
+
+
 def prada() -> Detector:
     """PRADA (sim/baselines.py; imported on use: it loads scipy and the embedding model)."""
     from hydraguard.sim.baselines import Prada
@@ -166,6 +173,7 @@ BUILTIN: dict[str, Callable[[], Detector]] = {
     "rate-limits": RateLimits,
     "none": NoDetector,
     "hydraguard": HydraGuard,
+    "hydraguard-batch": batch,
     "prada": prada,
     "mmd": mmd,
     **{f"hydraguard-no-{family}": functools.partial(ablation, family) for family in ABLATIONS},
