@@ -117,19 +117,19 @@ class _RequestHits:
         return list(self._rules.values())
 
     def features(self) -> dict[str, FeatureValue]:
-        if self._shown is None:
-            return {}
-        columns, row = self._shown
-        return {name: feature_value(values, row) for name, values in columns.items()}
+        return {} if self._shown is None else _request_features(*self._shown)
 
     def hits(self) -> list[Hit]:
         """Per rule, its hit explained by its latest request, with how many requests matched it."""
         hits = []
-        for rule_id, (columns, row) in self._latest.items():
-            features = {name: feature_value(values, row) for name, values in columns.items()}
-            hit = RuleSet((self._rules[rule_id],)).evaluate("request", features)[0]
+        for rule_id, latest in self._latest.items():
+            hit = RuleSet((self._rules[rule_id],)).evaluate("request", _request_features(*latest))[0]
             hits.append(replace(hit, reasons=(*hit.reasons, f"{self._requests[rule_id]} matching requests")))
         return hits
+
+
+def _request_features(columns: dict[str, np.ndarray], row: int) -> dict[str, FeatureValue]:
+    return {name: feature_value(values, row) for name, values in columns.items()}
 
 
 @dataclass
