@@ -9,6 +9,7 @@ intervals (`hydraguard analyze` links daily by default, `detect.batch_linkage_in
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,25 +49,50 @@ def analyze(
     return store.list()
 
 
+SHADOW_ROWS = 20  # single subjects seen only by shadow rules, listed in the report (campaigns.json has them all)
+HEADER = [
+    "| Campaign | Accounts | Score | Rules | First detected (UTC) | Top evidence | Sample templates (requests) |",
+    "|---|---|---|---|---|---|---|",
+]
+
+
 def report(campaigns: list[Campaign], source: str) -> str:
-    lines = [f"# hydraguard analysis of `{source}`", ""]
+    """Clusters and the single subjects under an enforcing rule in full; single subjects only shadow rules saw
+    (a shadow request rule can see tens of thousands of keys) counted per rule, the highest-scoring listed."""
     clusters = [c for c in campaigns if c.level == "cluster"]
     single = [c for c in campaigns if c.level != "cluster"]  # an account's, or a key's or address's requests
+    shadow = sorted((c for c in single if not c.enforcing), key=lambda c: (-c.score, -len(c.accounts), c.id))
     enforcing = {a for c in campaigns if c.enforcing for a in c.accounts}
-    lines += [
-        f"{len(clusters)} clusters and {len(single)} single accounts detected; {len(enforcing)} accounts under an "
-        "enforcing rule.",
+    lines = [
+        f"# hydraguard analysis of `{source}`",
         "",
-        "| Campaign | Accounts | Score | Rules | First detected (UTC) | Top evidence | Sample templates (requests) |",
-        "|---|---|---|---|---|---|---|",
+        f"{len(clusters)} clusters and {len(single)} single accounts, keys or addresses detected; {len(enforcing)} "
+        "accounts under an enforcing rule.",
+        "",
+        *HEADER,
+        *(_row(c) for c in clusters + [c for c in single if c.enforcing]),
     ]
-    for c in clusters + single:
-        first = _utc(c.first_detected)
-        evidence = "; ".join(c.evidence[:3]) or "–"
-        templates = ", ".join(f"`{t['template_hash']}` ({t['requests']:,})" for t in c.templates[:3]) or "–"
-        rules = ", ".join(sorted(c.rules))
-        lines.append(f"| {c.id} | {len(c.accounts)} | {c.score:.2f} | {rules} | {first} | {evidence} | {templates} |")
+    if shadow:
+        by_rule = Counter(rule for c in shadow for rule in c.rules)
+        lines += [
+            "",
+            f"## Seen by shadow rules only: {len(shadow)} single accounts, keys or addresses",
+            "",
+            *(f"- {rule}: {count}" for rule, count in sorted(by_rule.items(), key=lambda item: (-item[1], item[0]))),
+            "",
+            f"The {min(SHADOW_ROWS, len(shadow))} highest-scoring (campaigns.json lists every one):",
+            "",
+            *HEADER,
+            *(_row(c) for c in shadow[:SHADOW_ROWS]),
+        ]
     return "\n".join(lines) + "\n"
+
+
+def _row(c: Campaign) -> str:
+    evidence = "; ".join(c.evidence[:3]) or "–"
+    templates = ", ".join(f"`{t['template_hash']}` ({t['requests']:,})" for t in c.templates[:3]) or "–"
+    rules, first = ", ".join(sorted(c.rules)), _utc(c.first_detected)
+    return f"| {c.id} | {len(c.accounts)} | {c.score:.2f} | {rules} | {first} | {evidence} | {templates} |"
 
 
 def _utc(seconds: float) -> str:
