@@ -25,9 +25,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hydraguard.config import DetectConfig
 from hydraguard.detect.analyze import simulated_batches
-from hydraguard.detect.engine import Engine, EngineSettings
+from hydraguard.detect.engine import Engine, batch_settings
 
 
 def timed(totals: dict[str, float], counts: dict[str, int], name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -59,7 +58,7 @@ def main() -> None:
         help="seconds of event time between linkages (default: batch analysis's, detect.batch_linkage_interval)",
     )
     args = parser.parse_args()
-    interval = DetectConfig().batch_linkage_interval if args.linkage_interval is None else args.linkage_interval
+    settings = batch_settings(args.linkage_interval)
 
     def batches() -> Iterator[pa.RecordBatch]:
         seen = 0
@@ -72,10 +71,10 @@ def main() -> None:
     start = time.perf_counter()
     events = sum(batch.num_rows for batch in batches())
     read_seconds = time.perf_counter() - start
-    print(f"{args.run}: {events:,} events, a linkage every {interval:g} s of event time")
+    print(f"{args.run}: {events:,} events, a linkage every {settings.linkage_interval:g} s of event time")
     print(f"reading only: {read_seconds:.1f} s, {events / read_seconds:,.0f} events/s")
 
-    engine = Engine(settings=EngineSettings(linkage_interval=interval))
+    engine = Engine(settings=settings)
     totals: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
     engine._fold = timed(totals, counts, "fold events", engine._fold)  # type: ignore[method-assign]

@@ -417,7 +417,7 @@ def analyze(
 
     from hydraguard.detect import analyze as analysis
     from hydraguard.detect.background import engine_settings
-    from hydraguard.detect.engine import Engine, EngineSettings
+    from hydraguard.detect.engine import Engine, batch_settings
 
     if not events_dir.is_dir():
         _fail(f"{events_dir} is not a directory")
@@ -426,7 +426,7 @@ def analyze(
         batches = analysis.simulated_batches(events_dir)
         registry = pq.read_table(events_dir / "registry" / "accounts.parquet")
         # a simulated world has its own tiers: the product's default ones, and the config's batch interval
-        engine_config = EngineSettings(linkage_interval=settings.detect.batch_linkage_interval)
+        engine_config = batch_settings(settings.detect.batch_linkage_interval)
     else:
         from hydraguard.detect.engine import registry_table
 

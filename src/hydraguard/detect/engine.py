@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from hydraguard.accounts.models import Account
-from hydraguard.config import Tier, _default_tiers
+from hydraguard.config import DetectConfig, Tier, _default_tiers
 from hydraguard.decide.model import ScopeKind
 from hydraguard.detect.accounts import AREA_SHARE, EVENT_COLUMNS, AccountTable, ClientAddresses, encode
 from hydraguard.detect.linkage import (
@@ -164,6 +164,14 @@ class EngineSettings:
     # each tier's tokens-per-day limit for an account (`tiers.<name>.account.tpd`): `account.tier_usage` is the
     # account's busiest day against it
     tier_tokens_per_day: dict[str, float] = field(default_factory=default_tier_tokens_per_day)
+
+
+def batch_settings(linkage_interval: float | None = None) -> EngineSettings:
+    """The product's default settings as batch analysis runs them: a linkage every `linkage_interval` seconds of
+    event time, by default `detect.batch_linkage_interval`'s default (daily)."""
+    if linkage_interval is None:
+        linkage_interval = DetectConfig().batch_linkage_interval
+    return EngineSettings(linkage_interval=linkage_interval)
 
 
 class Engine:

@@ -15,8 +15,8 @@ from typing import Protocol, runtime_checkable
 
 import pyarrow as pa
 
-from hydraguard.config import DetectConfig, Limits, _default_tiers
-from hydraguard.detect.engine import Engine, EngineSettings
+from hydraguard.config import Limits, _default_tiers
+from hydraguard.detect.engine import Engine, EngineSettings, batch_settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +150,7 @@ def ablation(family: str) -> HydraGuard:
 def batch() -> HydraGuard:
     """hydraguard as `hydraguard analyze` runs it: a linkage a day of event time (`detect.batch_linkage_interval`)
     instead of every 6 hours."""
-    interval = DetectConfig().batch_linkage_interval
-    return HydraGuard(EngineSettings(linkage_interval=interval), name="hydraguard-batch")
+    return HydraGuard(batch_settings(), name="hydraguard-batch")
 
 
 def prada() -> Detector:
