@@ -428,10 +428,12 @@ def analyze(
         # a simulated world has its own tiers: the product's default ones, and the config's batch interval
         engine_config = batch_settings(settings.detect.batch_linkage_interval)
     else:
+        from hydraguard.accounts.risk import signup_links
         from hydraguard.detect.engine import registry_table
 
         batches = analysis.log_batches(events_dir)
-        registry = registry_table(_registry().list_accounts())
+        product_registry = _registry()
+        registry = registry_table(product_registry.list_accounts(), signup_links(product_registry.engine))
         engine_config = engine_settings(settings, batch=True)
     if linkage_interval is not None:
         if linkage_interval < engine_config.analysis_interval:

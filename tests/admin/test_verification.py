@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
+from hydraguard.accounts import keys
 from hydraguard.accounts.registry import accounts
-from hydraguard.accounts.risk import SIGNUP_SOURCE, SignupRequest
+from hydraguard.accounts.risk import SIGNUP_SOURCE, SignupLinks, SignupRequest, signup_links
 from hydraguard.accounts.verification import Outcome, PaymentOutcome, Source
 from hydraguard.admin.services import AdminServices, Invalid, NotFound
 from hydraguard.config import RiskConfig, VerificationConfig
@@ -161,3 +162,15 @@ def test_refusals_change_nothing(verifying: AdminServices) -> None:
         asyncio.run(verifying.record_payment(CLI_ACTOR, "acct_nope", PaymentOutcome.FAILED))
     assert verifying.audit_page(limit=1000) == entries and verifying.list_accounts() == before
     assert len(verifying.list_orgs()) == 1
+
+
+def test_signup_links_are_the_keyed_device_and_address_shape_of_accounts_that_have_one(
+    verifying: AdminServices,
+) -> None:
+    farm = [signup(verifying, email=f"distill{i}@corp.io", device_id="dev-farm")[0] for i in range(2)]
+    plain = signup(verifying, email="ada@example.org", ip="192.0.2.1")[0]
+    links = signup_links(verifying.registry.engine)
+    shape = keys.keyed_fingerprint(SECRET, "email-shape", "distill#@corp.io")
+    device = keys.keyed_fingerprint(SECRET, "device", "dev-farm")
+    assert links == {account.id: SignupLinks(device, shape) for account in farm}
+    assert plain.id not in links

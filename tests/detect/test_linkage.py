@@ -52,7 +52,16 @@ class World:
     rows: list[dict[str, object]] = field(default_factory=list)
     events: list[RequestEvent] = field(default_factory=list)
 
-    def account(self, account: str, org: str, card: str | None, domain: str | None = None) -> None:
+    def account(
+        self,
+        account: str,
+        org: str,
+        card: str | None,
+        domain: str | None = None,
+        *,
+        device: str | None = None,
+        email_pattern: str | None = None,
+    ) -> None:
         n = len(self.rows)
         self.rows.append(
             {
@@ -62,6 +71,8 @@ class World:
                 "signup_ip": f"10.{n // 250}.{n % 250}.7",
                 "email_domain": domain or f"{org}.example",
                 "payment_fingerprint": card,
+                "signup_device": device,
+                "email_pattern": email_pattern,
             }
         )
 
@@ -431,3 +442,49 @@ def test_values_of_reads_held_and_pending_pairs_of_the_wanted_accounts_only() ->
     account, value = log.values_of(np.array([2, 3, 2]))
     assert account.tolist() == [2, 2, 3]
     assert (value & np.uint64((1 << VALUE_BITS) - 1)).tolist() == [12, 22, 13]
+
+
+def test_accounts_signed_up_from_one_device_cluster_without_cards_or_templates() -> None:
+    world = World()
+    world.background(pairs=250)
+    for i, row in enumerate(world.rows):
+        row["signup_device"] = f"device_home{i}"  # every household its own phone
+    farm = [f"acct_farm{i}" for i in range(10)]
+    for i, account in enumerate(farm):
+        world.account(account, f"org_farm{i}", None, device="device_farm")
+    clusters, ids, log = world.link()
+    assert members(clusters, ids) == [set(farm)]
+    assert {kind for kind, _, _, _ in clusters.evidence(0)} == {Evidence.SIGNUP_DEVICE}
+    assert [log.name(value) for _, value, _, _ in clusters.evidence(0)] == ["device_farm"]
+    # without device evidence (the "client" family off) nothing links them
+    kinds = frozenset(Evidence) - {Evidence.SIGNUP_DEVICE}
+    log = EvidenceLog()
+    log.observe_registry(np.arange(len(ids)), pa.Table.from_pylist(world.rows, schema=REGISTRY_SCHEMA), kinds)
+    assert not (log.incidences()[1] == int(Evidence.SIGNUP_DEVICE)).any()
+
+
+def test_numbered_addresses_of_one_shape_link_and_a_common_shape_does_not() -> None:
+    world = World()
+    world.background(pairs=250)
+    for row in world.rows[:40]:
+        row["email_pattern"] = "shape_info#"  # `info1@`, `info2@`...: common, on 40 of 512 accounts (over 2 %)
+    burst = [f"acct_burst{i}" for i in range(8)]
+    for i, account in enumerate(burst):
+        world.account(account, f"org_burst{i}", None, "mail.example", email_pattern="shape_distill_user#")
+    clusters, ids, _ = world.link()
+    assert members(clusters, ids) == [set(burst)]
+    assert Evidence.EMAIL_PATTERN in {kind for kind, _, _, _ in clusters.evidence(0)}
+    uncapped, _, _ = world.link(max_share={})  # the cap is what keeps the common shape's holders apart
+    assert any(len(found & {str(r["id"]) for r in world.rows[:40]}) > 2 for found in members(uncapped, ids))
+
+
+def test_a_registry_without_device_or_address_shape_columns_still_gives_its_other_evidence() -> None:
+    world = World()
+    world.account("acct_a", "org_a", "card_x", device="device_a", email_pattern="shape_a")
+    full = pa.Table.from_pylist(world.rows, schema=REGISTRY_SCHEMA)
+    log = EvidenceLog()
+    log.observe_registry(np.arange(1), full.drop_columns(["signup_device", "email_pattern"]))
+    assert sorted(log.incidences()[1].tolist()) == [Evidence.PAYMENT, Evidence.SIGNUP_SUBNET, Evidence.EMAIL_DOMAIN]
+    log = EvidenceLog()
+    log.observe_registry(np.arange(1), full)
+    assert {Evidence.SIGNUP_DEVICE, Evidence.EMAIL_PATTERN} <= set(log.incidences()[1].tolist())

@@ -14,11 +14,13 @@ import sqlalchemy as sa
 
 from hydraguard import config as config_module
 from hydraguard.accounts.models import Account, AccountStatus
+from hydraguard.accounts.risk import SignupLinks
 from hydraguard.decide.model import DecisionType, ScopeKind
 from hydraguard.decide.policy import Policy
 from hydraguard.decide.store import SqlDecisionStore
 from hydraguard.detect.campaigns import CampaignStatus, CampaignStore
 from hydraguard.detect.engine import Engine, EngineSettings
+from hydraguard.detect.linkage import Evidence
 from hydraguard.detect.worker import DetectionWorker, EventFollower
 from hydraguard.events.log import EventLog
 from hydraguard.events.schema import table_to_events
@@ -110,6 +112,39 @@ async def test_the_worker_contains_a_hydra_as_its_traffic_arrives(tmp_path: Path
     assert clusters[0].status is CampaignStatus.OPEN
     group_decisions = [d for d in await decisions.list() if d.scope is ScopeKind.GROUP]
     assert group_decisions and all(d.source.startswith("detect:") for d in group_decisions)
+
+
+async def test_the_worker_reads_signup_links_when_new_accounts_appear(tmp_path: Path, live) -> None:  # type: ignore[no-untyped-def]
+    _, _, accounts, db = live
+    (tmp_path / "events").mkdir()
+    reads = []
+    registered = accounts[:3]
+
+    def signups() -> dict[str, SignupLinks]:
+        reads.append(len(registered))
+        return {registered[0].id: SignupLinks("device_farm", None), registered[1].id: SignupLinks("device_farm", "s")}
+
+    campaigns = CampaignStore(db)
+    worker = DetectionWorker(
+        Engine(settings=EngineSettings(analysis_interval=HOUR)),
+        EventFollower(tmp_path / "events"),
+        campaigns,
+        Policy(dismissed=campaigns.dismissed),
+        SqlDecisionStore(db),
+        lambda: registered,
+        signups=signups,
+    )
+    await worker.step(now=time.time())
+    await worker.step(now=time.time())  # no new account: the signups are not read again
+    registered = accounts[:4]
+    await worker.step(now=time.time())
+    assert reads == [3, 4]
+    account, kind, value, _ = worker.engine.evidence.incidences()
+    index = worker.engine.accounts.index
+    device = kind == int(Evidence.SIGNUP_DEVICE)
+    assert sorted(account[device].tolist()) == sorted(index[a.id] for a in registered[:2])
+    assert {worker.engine.evidence.name(int(v)) for v in value[device]} == {"device_farm"}
+    assert account[kind == int(Evidence.EMAIL_PATTERN)].tolist() == [index[registered[1].id]]
 
 
 @pytest.fixture

@@ -101,6 +101,13 @@ class SignupRecord(msgspec.Struct, frozen=True, kw_only=True):
     required_levels: list[str]  # what lifts the signup's challenge
 
 
+class SignupLinks(msgspec.Struct, frozen=True):
+    """What a signup stored that can link accounts across orgs, beyond the account's own row."""
+
+    device: str | None
+    email_pattern: str | None
+
+
 class SignupError(ValueError):
     """A signup value that cannot be read (a malformed email or IP); the message says which."""
 
@@ -241,3 +248,12 @@ def load(conn: sa.Connection, account_id: str) -> SignupRecord | None:
     data["signals"] = json.loads(data["signals"])
     data["required_levels"] = json.loads(data["required_levels"])
     return msgspec.convert(data, SignupRecord)
+
+
+def signup_links(engine: sa.Engine) -> dict[str, SignupLinks]:
+    """Each account signed up through the risk check that has a device or an address shape to link by."""
+    query = sa.select(account_signups.c.account_id, account_signups.c.device, account_signups.c.email_pattern).where(
+        sa.or_(account_signups.c.device.is_not(None), account_signups.c.email_pattern.is_not(None))
+    )
+    with engine.connect() as conn:
+        return {row.account_id: SignupLinks(row.device, row.email_pattern) for row in conn.execute(query)}

@@ -18,11 +18,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
+from hydraguard.accounts.risk import signup_links
 from hydraguard.admin.app import build_admin_app, open_services
 from hydraguard.admin.audit import Actor
 from hydraguard.admin.tokens import Role
@@ -106,6 +108,7 @@ class _Worker:
             Policy(dismissed=campaigns.dismissed),
             self.decisions,
             self.registry.list_accounts,
+            signups=partial(signup_links, self.registry.engine),
         )
         self.poll = poll
         self._stop = threading.Event()

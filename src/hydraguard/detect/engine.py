@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from hydraguard.accounts.models import Account
+from hydraguard.accounts.risk import SignupLinks
 from hydraguard.config import DetectConfig, Tier, _default_tiers
 from hydraguard.decide.model import ScopeKind
 from hydraguard.detect.accounts import AREA_SHARE, EVENT_COLUMNS, AccountTable, ClientAddresses, encode
@@ -47,13 +48,21 @@ SEVERITY_WEIGHT = {"low": 0.3, "medium": 0.5, "high": 0.8, "critical": 0.95}
 TIMING_FEATURES = ("hour_entropy", "active_hour_share", "phase_concentration", "log_gap_std", "first_day_share")
 ENFORCING = frozenset((Action.THROTTLE, Action.DEGRADE, Action.CHALLENGE, Action.BLOCK))
 REGISTRY_COLUMNS = ("id", "org_id", "signup_at", "signup_ip", "email_domain", "payment_fingerprint")
-REGISTRY_SCHEMA = pa.schema([(name, pa.float64() if name == "signup_at" else pa.string()) for name in REGISTRY_COLUMNS])
+SIGNUP_COLUMNS = {"signup_device": "device", "email_pattern": "email_pattern"}  # column: SignupLinks field
+REGISTRY_SCHEMA = pa.schema(
+    [(name, pa.float64() if name == "signup_at" else pa.string()) for name in (*REGISTRY_COLUMNS, *SIGNUP_COLUMNS)]
+)
 
 
-def registry_table(accounts: Iterable[Account]) -> pa.Table:
-    """The registry evidence `Engine.load_registry` reads, from the registry's accounts."""
+def registry_table(accounts: Iterable[Account], signups: Mapping[str, SignupLinks] | None = None) -> pa.Table:
+    """The registry evidence `Engine.load_registry` reads, from the registry's accounts and what their signups
+    stored (`risk.signup_links`)."""
     accounts = list(accounts)
-    return pa.table({name: [getattr(a, name) for a in accounts] for name in REGISTRY_COLUMNS}, schema=REGISTRY_SCHEMA)
+    columns: dict[str, list[object]] = {name: [getattr(a, name) for a in accounts] for name in REGISTRY_COLUMNS}
+    links = [(signups or {}).get(a.id) for a in accounts]
+    for name, field_name in SIGNUP_COLUMNS.items():
+        columns[name] = [None if link is None else getattr(link, field_name) for link in links]
+    return pa.table(columns, schema=REGISTRY_SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -217,7 +226,8 @@ class Engine:
     # -- input ------------------------------------------------------------------------------------------------
     def load_registry(self, accounts: pa.Table) -> None:
         """Registry evidence: `accounts` with `id`, `org_id`, `signup_at`, `signup_ip`, `email_domain`,
-        `payment_fingerprint` (as `registry/accounts.parquet` or the registry's table)."""
+        `payment_fingerprint`, and optionally `signup_device` and `email_pattern` (as `registry/accounts.parquet` or
+        `registry_table`)."""
         numbers = self.accounts.numbers(accounts.column("id"))
         self.org_of.update(zip(accounts.column("id").to_pylist(), accounts.column("org_id").to_pylist(), strict=True))
         self.evidence.observe_registry(numbers, accounts, self._kinds)

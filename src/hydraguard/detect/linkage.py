@@ -1,11 +1,12 @@
 """Cross-account linkage: a weighted evidence graph between accounts, and its communities (the hydra).
 
-Accounts are linked through shared *evidence values*: a payment fingerprint, a signup subnet, an e-mail domain,
-a template's MinHash band key, a client subnet. The graph is bipartite (accounts and values), so a value shared
-by 20,000 accounts costs 20,000 edges, not 200 million. Each account-value edge is weighted by its kind's weight
-times the value's rarity, log(N / k) for a value seen on k of N accounts: a corporate NAT or a popular SDK links
-little, a rare template or card links much. Leiden (igraph's own implementation, maximizing modularity) finds the
-communities; a cluster is the accounts of one community.
+Accounts are linked through shared *evidence values*: a payment fingerprint, a signup subnet or device, an e-mail
+domain or address shape, a template's MinHash band key, a client subnet or TLS fingerprint, a threat-intel label.
+The graph is bipartite (accounts and values), so a value shared by 20,000 accounts costs 20,000 edges, not 200
+million. Each account-value edge is weighted by its kind's weight times the value's rarity, log(N / k) for a value
+seen on k of N accounts: a corporate NAT or a popular SDK links little, a rare template or card links much. Leiden
+(igraph's own implementation, maximizing modularity) finds the communities; a cluster is the accounts of one
+community.
 
 Evidence accumulates as (account, value) pairs packed in one uint64 (24 bits of account number, 4 of kind, 36
 of value hash), deduplicated with `np.unique` as batches arrive.
@@ -44,9 +45,18 @@ class Evidence(enum.IntEnum):
     CLIENT_SUBNET = 5
     INTEL = 6  # a threat-intel indicator the account's requests matched (shared intel: a known campaign's)
     TLS_FINGERPRINT = 7  # the client's TLS fingerprint (JA4, JA3), when the edge passes one
+    SIGNUP_DEVICE = 8  # the keyed hash of the device the account signed up from, when the signup flow sends one
+    EMAIL_PATTERN = 9  # the keyed hash of the address's shape (digits masked), when its local part is numbered
 
 
 ALL = frozenset(Evidence)
+REGISTRY_EVIDENCE = {  # the registry table's column of each kind
+    Evidence.PAYMENT: "payment_fingerprint",
+    Evidence.SIGNUP_SUBNET: "signup_ip",
+    Evidence.EMAIL_DOMAIN: "email_domain",
+    Evidence.SIGNUP_DEVICE: "signup_device",
+    Evidence.EMAIL_PATTERN: "email_pattern",
+}
 FAMILY = {  # the ablation families of docs/detection.md
     Evidence.PAYMENT: "payment",
     Evidence.SIGNUP_SUBNET: "ip",
@@ -55,11 +65,16 @@ FAMILY = {  # the ablation families of docs/detection.md
     Evidence.CLIENT_SUBNET: "ip",
     Evidence.INTEL: "intel",
     Evidence.TLS_FINGERPRINT: "client",
+    Evidence.SIGNUP_DEVICE: "client",
+    Evidence.EMAIL_PATTERN: "identity",
 }
 # values held by more than this share of the linked accounts link nothing: a freemail domain, a carrier's NAT, the
-# TLS fingerprint of a popular browser or SDK
+# TLS fingerprint of a popular browser or SDK, a kiosk or emulator every signup of a shop comes from, a common
+# address shape (`info#@`)
 DEFAULT_MAX_SHARE = {
     Evidence.EMAIL_DOMAIN: 0.02,
+    Evidence.EMAIL_PATTERN: 0.02,
+    Evidence.SIGNUP_DEVICE: 0.02,
     Evidence.SIGNUP_SUBNET: 0.02,
     Evidence.CLIENT_SUBNET: 0.02,
     Evidence.TLS_FINGERPRINT: 0.02,
@@ -72,6 +87,10 @@ DEFAULT_WEIGHTS = {
     Evidence.CLIENT_SUBNET: 0.5,
     Evidence.INTEL: 2.0,
     Evidence.TLS_FINGERPRINT: 0.5,
+    # one device signing up accounts of several orgs is near proof, as a shared card is; numbered addresses of one
+    # shape, strong: rarer than a domain, weaker than a device
+    Evidence.SIGNUP_DEVICE: 3.0,
+    Evidence.EMAIL_PATTERN: 1.5,
 }
 
 
@@ -164,14 +183,12 @@ class EvidenceLog:
             self.pairs, self.counts = self.pairs[kept], self.counts[kept]
 
     def observe_registry(self, accounts: np.ndarray, table: pa.Table, kinds: frozenset[Evidence] = ALL) -> None:
-        """Registry evidence of accounts (numbers aligned with `table`'s rows): payment, signup subnet, domain."""
-        for kind, column in (
-            (Evidence.PAYMENT, table.column("payment_fingerprint")),
-            (Evidence.SIGNUP_SUBNET, _subnets(table.column("signup_ip"))),
-            (Evidence.EMAIL_DOMAIN, table.column("email_domain")),
-        ):
-            if kind not in kinds:
+        """Registry evidence of accounts (numbers aligned with `table`'s rows): payment, signup subnet, domain, and
+        where the table has them (a simulated registry may not), signup device and address shape."""
+        for kind, name in REGISTRY_EVIDENCE.items():
+            if kind not in kinds or name not in table.column_names:
                 continue
+            column = _subnets(table.column(name)) if kind == Evidence.SIGNUP_SUBNET else table.column(name)
             valid = pc.is_valid(column).to_numpy(zero_copy_only=False)
             values = column.filter(pa.array(valid)).to_pylist()
             hashes = value_hashes(values)

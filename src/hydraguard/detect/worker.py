@@ -13,14 +13,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
 import pyarrow as pa
 
 from hydraguard.accounts.models import Account
+from hydraguard.accounts.risk import SignupLinks, signup_links
 from hydraguard.config import Settings
 from hydraguard.decide.policy import Policy
 from hydraguard.decide.store import DecisionStore
@@ -81,6 +83,7 @@ class DetectionWorker:
         accounts: Callable[[], Iterable[Account]],
         on_campaigns: Callable[[list[str]], Awaitable[object]] | None = None,
         intel: IntelStore | None = None,
+        signups: Callable[[], Mapping[str, SignupLinks]] | None = None,
     ) -> None:
         self.engine = engine
         self.follower = follower
@@ -88,6 +91,7 @@ class DetectionWorker:
         self.policy = policy
         self.decisions = decisions
         self._accounts = accounts
+        self._signups = signups  # what new accounts' signups stored: read only when new accounts appear
         self.on_campaigns = on_campaigns  # given the campaigns each step touched (alert webhooks)
         self.intel = intel  # shared template signatures, matched by the engine
         self._intel_version: int | None = None
@@ -105,7 +109,7 @@ class DetectionWorker:
     def _load_new_accounts(self) -> None:
         new = [a for a in self._accounts() if a.id not in self._known]
         if new:
-            self.engine.load_registry(registry_table(new))
+            self.engine.load_registry(registry_table(new, self._signups() if self._signups else None))
             self._known.update(a.id for a in new)
 
     async def step(self, now: float | None = None) -> Step:
@@ -178,6 +182,7 @@ def follow(
         registry.list_accounts,
         on_campaigns=alerter_from_settings(settings.alerts, campaigns, registry.engine),
         intel=IntelStore(registry.engine),
+        signups=partial(signup_links, registry.engine),
     )
 
     async def main() -> Step:
