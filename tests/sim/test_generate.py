@@ -193,6 +193,16 @@ def test_identity_links(small_run: Run) -> None:
     signups = [r["signup_at"] for r in students]
     assert max(signups) - min(signups) <= 5 * DAY
     assert len({r["email_domain"] for r in students}) == 1 and students[0]["email_domain"].endswith(".edu")
+    # the campus lab's computers and the student-id format: devices and one address shape shared across orgs
+    assert len({r["email_pattern"] for r in students}) == 1 and students[0]["email_pattern"] is not None
+    lab = [r["signup_device"] for r in students]
+    assert None not in lab and len(set(lab)) < len(lab) / 2
+    developers = [r for r in accounts if population[r["id"]] == "developers"]
+    devices = [r["signup_device"] for r in developers if r["signup_device"] is not None]
+    assert 0 < len(devices) < len(developers) and len(set(devices)) == len(devices)  # each their own, when reported
+    shapes = [r["email_pattern"] for r in developers if r["email_pattern"] is not None]
+    assert 0 < len(shapes) < len(developers) / 2
+    assert not {r["signup_device"] for r in accounts if population[r["id"]].startswith("hydra")} - {None}
 
 
 def test_legitimate_traffic_shape(small_run: Run) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hydraguard.accounts.keys import keyed_fingerprint
-from hydraguard.sim.scenario import Accounts, Bans, Email, Payment, Signup
+from hydraguard.sim.scenario import Accounts, Bans, Device, Email, Payment, Signup
 from hydraguard.sim.timing import DAY, HOUR
 
 FREEMAIL = {
@@ -136,6 +136,8 @@ class AccountTable:
     key_first: np.ndarray  # global index of the account's first key
     key_count: np.ndarray
     signup_ip: list[str] = field(default_factory=list)
+    signup_device: list[str | None] = field(default_factory=list)
+    email_pattern: list[str | None] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -228,6 +230,28 @@ def _email_domains(
         else:
             out.append(custom[custom_pick[i]])
     return out
+
+
+def sign_up_devices_and_addresses(
+    table: AccountTable, rng: np.random.Generator, secret: bytes, owner: str, email: Email, device: Device
+) -> None:
+    """The keyed signup device and address shape of the table's accounts, as the product's signup risk check
+    stores them (`accounts.risk.facts_of`): a pool is `owner`'s (a campaign's populations share one), otherwise
+    each account has its own."""
+    n = len(table)
+    own = [f"{table.population}/{i}" for i in range(n)]
+    reports = rng.random(n) < device.share
+    devices = [f"{owner}/pool/{k}" for k in rng.integers(device.pool, size=n)] if device.pool else own
+    table.signup_device = [
+        keyed_fingerprint(secret, "device", token) if reported else None
+        for token, reported in zip(devices, reports.tolist(), strict=True)
+    ]
+    numbered = rng.random(n) < email.numbered
+    shapes = [f"{owner}/pool/{k}" for k in rng.integers(email.shapes, size=n)] if email.shapes else own
+    table.email_pattern = [
+        keyed_fingerprint(secret, "email-shape", f"{shape}@{domain}") if has and domain is not None else None
+        for shape, has, domain in zip(shapes, numbered.tolist(), table.email_domain, strict=True)
+    ]
 
 
 def _payments(

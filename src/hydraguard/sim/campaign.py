@@ -33,6 +33,9 @@ class CampaignSim(PopulationSim):
         table = accounts.create(
             world.registry, rng, pop.name, pop.campaign, pop.accounts, pop.email, pop.payment, created, banned, replaces
         )
+        accounts.sign_up_devices_and_addresses(
+            table, rng_for(scenario.seed, pop.name, 2), world.registry.secret, pop.campaign, pop.email, pop.device
+        )
         super().__init__(world, pop.name, table, pop.sampling, pop.network)
         self.pop = pop
         n = len(table)

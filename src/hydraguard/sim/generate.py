@@ -188,6 +188,8 @@ def _write_registry(out: Path, world: World, account_org: list[str]) -> None:
             "signup_ip": pa.array([ip for t in tables for ip in t.signup_ip], pa.string()),
             "email_domain": pa.array([d for t in tables for d in t.email_domain], pa.string()),
             "payment_fingerprint": pa.array([p for t in tables for p in t.payment_fingerprint], pa.string()),
+            "signup_device": pa.array([d for t in tables for d in t.signup_device], pa.string()),
+            "email_pattern": pa.array([p for t in tables for p in t.email_pattern], pa.string()),
             "limit_overrides": pa.nulls(registry.accounts, pa.string()),
         }
     )

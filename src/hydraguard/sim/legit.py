@@ -34,6 +34,9 @@ class LegitSim(PopulationSim):
             np.full(n, np.inf),
             np.full(n, -1, dtype=np.int64),
         )
+        accounts.sign_up_devices_and_addresses(
+            table, rng_for(scenario.seed, pop.name, 2), world.registry.secret, pop.name, pop.email, pop.device
+        )
         super().__init__(world, pop.name, table, pop.sampling, pop.network)
         self.pop = pop
         activity = pop.activity

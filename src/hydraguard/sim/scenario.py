@@ -81,10 +81,21 @@ class Accounts(_Model):
 
 
 class Email(_Model):
-    """The registry keeps the email's domain only; this is the distribution of domains."""
+    """The registry keeps the email's domain and, for addresses with digits, a keyed hash of its shape (digits
+    masked: `ml.lab#@x.io`); this is the distribution of domains and shapes."""
 
     domains: Annotated[dict[EmailKind, Weight], AfterValidator(_positive_total)] = {"freemail": 0.8, "corporate": 0.2}
     custom_domains: Annotated[int, Field(ge=1)] = 3  # distinct domains the `custom` accounts share
+    numbered: Share = 0.0  # share of addresses with digits in them (`jane.doe1987@`, `s2231987@`, `user0042@`)
+    # distinct shapes the numbered addresses draw from: a student-id format, a signup script's; None: each its own
+    shapes: Annotated[int, Field(ge=1)] | None = None
+
+
+class Device(_Model):
+    """The device id a signup flow reports (an app or a browser SDK the provider runs), stored as a keyed hash."""
+
+    share: Share = 0.0  # signups that report one
+    pool: Annotated[int, Field(ge=1)] | None = None  # devices the accounts sign up from (a lab, a farm); None: own
 
 
 class Payment(_Model):
@@ -287,6 +298,7 @@ class _Population(_Model):
     description: str = ""
     accounts: Accounts
     email: Email = Email()
+    device: Device = Device()
     payment: Payment = Payment()
     network: Network = Network()
     client: Client = Client()
