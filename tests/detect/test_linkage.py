@@ -7,6 +7,7 @@ as any real registry does: they give the graph its weight, and none of them may 
 from __future__ import annotations
 
 import itertools
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,6 +16,7 @@ import pytest
 
 from hydraguard.detect.engine import REGISTRY_SCHEMA
 from hydraguard.detect.linkage import (
+    IP_HOUR_SAMPLE,
     KEPT_VALUES_PER_ACCOUNT,
     PROBATION_DAYS,
     SUBNET_SAMPLE,
@@ -488,3 +490,64 @@ def test_a_registry_without_device_or_address_shape_columns_still_gives_its_othe
     log = EvidenceLog()
     log.observe_registry(np.arange(1), full)
     assert {Evidence.SIGNUP_DEVICE, Evidence.EMAIL_PATTERN} <= set(log.incidences()[1].tolist())
+
+
+def _hourly_ips(count: int) -> list[str]:
+    """Client IPs whose same-hour uses are sampled (CRC-32 0 mod IP_HOUR_SAMPLE), in subnets that are sampled too."""
+    ips = (f"100.{i // 256}.{i % 256}.9" for i in range(65_536))
+    return [
+        ip
+        for ip in ips
+        if zlib.crc32(ip.encode()) % IP_HOUR_SAMPLE == 0
+        and value_hashes([ip.rsplit(".", 1)[0] + ".0/24"])[0] % np.uint64(SUBNET_SAMPLE) == 0
+    ][:count]
+
+
+def test_accounts_on_one_ip_in_the_same_hour_link_and_a_week_apart_do_not() -> None:
+    world = World()
+    world.background()
+    exits = _hourly_ips(8)
+    proxied = [f"acct_proxy{i}" for i in range(8)]
+    residents = [f"acct_resident{i}" for i in range(8)]  # the exits' earlier tenants, a week before
+    for account in [*proxied, *residents]:
+        world.account(account, f"org_{account}", None)
+    week = 7 * 86_400.0
+    for hour in range(6):
+        for account in proxied:  # the proxy network's exits of the hour, shared by its accounts
+            for ip in (exits[hour], exits[hour + 1]):
+                n = next(_requests)
+                world.events.append(
+                    RequestEvent(
+                        time=week + hour * 3600.0 + n % 60,
+                        request_id=f"req_{n}",
+                        endpoint="/v1/chat/completions",
+                        account_id=account,
+                        client_ip=ip,
+                        status=200,
+                    )
+                )
+    for i, account in enumerate(residents):
+        for hour in range(6):
+            n = next(_requests)
+            world.events.append(
+                RequestEvent(
+                    time=hour * 3600.0 + i * 86_400 / 8,
+                    request_id=f"req_{n}",
+                    endpoint="/v1/chat/completions",
+                    account_id=account,
+                    client_ip=exits[i],
+                    status=200,
+                )
+            )
+    world.events.sort(key=lambda e: e.time)
+    # this world is too small for the 2 % cap (every value here is on more than 2 % of the linked accounts); the
+    # background's cards give the graph the rest of a registry to be a community in
+    clusters, ids, log = world.link(weights={Evidence.PAYMENT: 3.0, Evidence.IP_HOUR: 1.0}, max_share={})
+    assert members(clusters, ids) == [set(proxied)]
+    kind, value, _, _ = clusters.evidence(0)[0]
+    assert kind is Evidence.IP_HOUR
+    ip, _, hour = log.name(value).partition(" at ")
+    assert ip in exits and hour.startswith("1970-01-08T0") and hour.endswith("h UTC")
+    # over the whole log the same exits link the residents too: the hour is what tells them apart
+    whole_log, _, _ = world.link(weights={Evidence.PAYMENT: 3.0, Evidence.CLIENT_SUBNET: 1.0}, max_share={})
+    assert any(found & set(residents) for found in members(whole_log, ids))

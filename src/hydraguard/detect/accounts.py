@@ -67,10 +67,14 @@ def encode(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, list[str | N
     return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary.to_pylist()
 
 
+def _crc32(values: list[str]) -> np.ndarray:
+    """A stable hash (the same in every process) of each value (`map`: the loop runs in C)."""
+    return np.fromiter(map(zlib.crc32, map(str.encode, values)), dtype=np.uint64, count=len(values))
+
+
 def _bit_numbers(values: list[str | None]) -> np.ndarray:
-    """One of 64 bit numbers per value, from a stable hash (the same in every process); null hashes as ''."""
-    encoded = map(str.encode, [v or "" for v in values])
-    return np.fromiter(map(zlib.crc32, encoded), dtype=np.int64, count=len(values)) & 63  # map: the loop runs in C
+    """One of 64 bit numbers per value, from a stable hash; null hashes as ''."""
+    return (_crc32([v or "" for v in values]) & np.uint64(63)).astype(np.int64)
 
 
 def _any_bits(slot: np.ndarray, bit: np.ndarray, slots: int) -> np.ndarray:
@@ -96,11 +100,12 @@ class ClientAddresses:
     code: np.ndarray
     ips: list[str | None]
     subnets: list[str | None]
+    ip_hashes: np.ndarray  # CRC-32 of each distinct address (null: of ''), stable across processes
 
     @classmethod
     def of(cls, column: pa.Array | pa.ChunkedArray) -> ClientAddresses:
         code, ips = encode(column)
-        return cls(code, ips, _subnets(pa.array(ips, pa.string())).to_pylist())
+        return cls(code, ips, _subnets(pa.array(ips, pa.string())).to_pylist(), _crc32([ip or "" for ip in ips]))
 
 
 def distinct_estimate(bitmaps: np.ndarray) -> np.ndarray:
@@ -266,7 +271,8 @@ class AccountTable:
         area = pc.index_in(batch.column("capability_area"), value_set=pa.array(AREAS)).fill_null(len(AREAS) - 1)
         self.areas[accounts] += self._binned(slot, area.to_numpy(zero_copy_only=False), len(AREAS), slots)
         addresses = addresses or ClientAddresses.of(batch.column("client_ip"))
-        self.ip_bits[accounts] |= _any_bits(slot, _bit_numbers(addresses.ips)[addresses.code], slots)
+        ip_bits = (addresses.ip_hashes & np.uint64(63)).astype(np.int64)
+        self.ip_bits[accounts] |= _any_bits(slot, ip_bits[addresses.code], slots)
         self.subnet_bits[accounts] |= _any_bits(slot, _bit_numbers(addresses.subnets)[addresses.code], slots)
         agent_code, agents = encode(batch.column("user_agent"))
         self.ua_bits[accounts] |= _any_bits(slot, _bit_numbers(agents)[agent_code], slots)

@@ -18,6 +18,7 @@ import enum
 import random
 import zlib
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import igraph as ig
 import numba
@@ -35,6 +36,8 @@ KEPT_VALUES_PER_ACCOUNT = 4 * TOP_VALUES_PER_ACCOUNT  # per evidence kind, in th
 PROBATION_DAYS = 3  # a template an account used once is forgotten unless it uses it again within this many days
 COUNT_MASK = (1 << 32) - 1  # request counts are ranked as 32-bit numbers (saturating)
 SUBNET_SAMPLE = 4  # keep client subnets whose hash is 0 mod this: accounts sharing many subnets still share some
+IP_HOUR_SAMPLE = 16  # keep the same-hour uses of client IPs whose hash is 0 mod this
+HOUR_BITS = 12  # a same-hour value is 24 bits of the IP's hash and the hour mod 4096 (170 days)
 
 
 class Evidence(enum.IntEnum):
@@ -47,6 +50,7 @@ class Evidence(enum.IntEnum):
     TLS_FINGERPRINT = 7  # the client's TLS fingerprint (JA4, JA3), when the edge passes one
     SIGNUP_DEVICE = 8  # the keyed hash of the device the account signed up from, when the signup flow sends one
     EMAIL_PATTERN = 9  # the keyed hash of the address's shape (digits masked), when its local part is numbered
+    IP_HOUR = 10  # a client IP in one hour: accounts using it at the same time, not a week apart
 
 
 ALL = frozenset(Evidence)
@@ -67,10 +71,11 @@ FAMILY = {  # the ablation families of docs/detection.md
     Evidence.TLS_FINGERPRINT: "client",
     Evidence.SIGNUP_DEVICE: "client",
     Evidence.EMAIL_PATTERN: "identity",
+    Evidence.IP_HOUR: "ip",
 }
 # values held by more than this share of the linked accounts link nothing: a freemail domain, a carrier's NAT, the
 # TLS fingerprint of a popular browser or SDK, a kiosk or emulator every signup of a shop comes from, a common
-# address shape (`info#@`)
+# address shape (`info#@`), a carrier NAT's address in a busy hour
 DEFAULT_MAX_SHARE = {
     Evidence.EMAIL_DOMAIN: 0.02,
     Evidence.EMAIL_PATTERN: 0.02,
@@ -78,6 +83,7 @@ DEFAULT_MAX_SHARE = {
     Evidence.SIGNUP_SUBNET: 0.02,
     Evidence.CLIENT_SUBNET: 0.02,
     Evidence.TLS_FINGERPRINT: 0.02,
+    Evidence.IP_HOUR: 0.02,
 }
 DEFAULT_WEIGHTS = {
     Evidence.PAYMENT: 3.0,
@@ -91,6 +97,9 @@ DEFAULT_WEIGHTS = {
     # shape, strong: rarer than a domain, weaker than a device
     Evidence.SIGNUP_DEVICE: 3.0,
     Evidence.EMAIL_PATTERN: 1.5,
+    # one IP in the same hour: stronger than a subnet over the whole log (a dynamic residential IP changes hands
+    # within days, a cloud or ISP /24 has many tenants), weaker than a card
+    Evidence.IP_HOUR: 1.0,
 }
 
 
@@ -151,6 +160,8 @@ class EvidenceLog:
     _top: np.ndarray | None = None
     # value id -> the value itself, for the kinds whose ids are hashes (templates' ids are their band keys)
     _names: dict[int, str] = field(default_factory=dict)
+    _ips: dict[int, str] = field(default_factory=dict)  # a client IP by 24 bits of its hash (same-hour values)
+    _hour: int = 0  # the latest hour (of event time) seen, to date same-hour values
 
     def add(self, packed: np.ndarray, time: float | None = None) -> None:
         self._pending.append(packed)
@@ -214,9 +225,16 @@ class EvidenceLog:
             self._observe_intel(accounts, batch.column("intel_matches"))
         if Evidence.TLS_FINGERPRINT in kinds:
             self._observe_values(accounts, Evidence.TLS_FINGERPRINT, batch.column("tls_fingerprint"))
-        if Evidence.CLIENT_SUBNET not in kinds:
+        if Evidence.CLIENT_SUBNET not in kinds and Evidence.IP_HOUR not in kinds:
             return
         addresses = addresses or ClientAddresses.of(batch.column("client_ip"))
+        if Evidence.CLIENT_SUBNET in kinds:
+            self._observe_subnets(accounts, addresses)
+        if Evidence.IP_HOUR in kinds:
+            self._observe_ip_hours(accounts, batch.column("time"), addresses)
+
+    def _observe_subnets(self, accounts: np.ndarray, addresses: ClientAddresses) -> None:
+        """Client subnets, sampled by hash (`SUBNET_SAMPLE`)."""
         known = np.array([subnet is not None for subnet in addresses.subnets], dtype=bool)
         unique, subnet_code = np.unique(np.array(addresses.subnets, dtype=object)[known], return_inverse=True)
         unique_hashes = value_hashes(unique.tolist())
@@ -230,6 +248,24 @@ class EvidenceLog:
         hashes = hash_of_ip[addresses.code]
         sampled = rows & ((hashes % np.uint64(SUBNET_SAMPLE)) == 0)
         self.add(_pack(accounts[sampled], Evidence.CLIENT_SUBNET, hashes[sampled]))
+
+    def _observe_ip_hours(
+        self, accounts: np.ndarray, times: pa.ChunkedArray | pa.Array, addresses: ClientAddresses
+    ) -> None:
+        """Client IPs and the hours they were used in, sampled by the IP's hash (`IP_HOUR_SAMPLE`)."""
+        known = np.array([ip is not None for ip in addresses.ips], dtype=bool)
+        kept = known & (addresses.ip_hashes % np.uint64(IP_HOUR_SAMPLE) == 0)
+        rows = kept[addresses.code]
+        if not rows.any():
+            return
+        key = (addresses.ip_hashes // np.uint64(IP_HOUR_SAMPLE)) & np.uint64((1 << (VALUE_BITS - HOUR_BITS)) - 1)
+        self._ips.update(zip(key[kept].tolist(), np.array(addresses.ips, dtype=object)[kept].tolist(), strict=True))
+        hours = (times.to_numpy()[rows] // 3600).astype(np.int64)
+        self._hour = max(self._hour, int(hours.max()))
+        values = (key[addresses.code[rows]] << np.uint64(HOUR_BITS)) | (
+            hours.astype(np.uint64) & np.uint64((1 << HOUR_BITS) - 1)
+        )
+        self.add(_pack(accounts[rows], Evidence.IP_HOUR, values))
 
     def _observe_values(self, accounts: np.ndarray, kind: Evidence, values: pa.ChunkedArray | pa.Array) -> None:
         """Each row's value of a text column as evidence of this kind (null: none)."""
@@ -256,11 +292,15 @@ class EvidenceLog:
         self.add(_pack(owners, Evidence.INTEL, hashes[inverse]))
 
     def name(self, value_id: int) -> str:
-        """The evidence value behind a value id: a payment fingerprint, subnet, domain, or a template band key
-        (`band:key`, as `request.signature_bands` writes them)."""
+        """The evidence value behind a value id: a payment fingerprint, subnet, domain, a template band key (`band:key`,
+        as `request.signature_bands` writes them), or a client IP and the hour it was used in."""
+        key = value_id & ((1 << VALUE_BITS) - 1)
         if value_id >> VALUE_BITS == Evidence.TEMPLATE:
-            key = value_id & ((1 << VALUE_BITS) - 1)
             return f"{key >> 32}:{key & 0xFFFFFFFF:08x}"
+        if value_id >> VALUE_BITS == Evidence.IP_HOUR:
+            # the latest hour up to the latest seen with the value's residue: exact for values under 170 days old
+            hour = self._hour - (self._hour - (key & ((1 << HOUR_BITS) - 1))) % (1 << HOUR_BITS)
+            return f"{self._ips[key >> HOUR_BITS]} at {datetime.fromtimestamp(hour * 3600, UTC):%Y-%m-%dT%H}h UTC"
         return self._names[value_id]
 
     def top_per_account(self) -> np.ndarray:
