@@ -545,7 +545,7 @@ def test_accounts_on_one_ip_in_the_same_hour_link_and_a_week_apart_do_not() -> N
     clusters, ids, log = world.link(weights={Evidence.PAYMENT: 3.0, Evidence.IP_HOUR: 1.0}, max_share={})
     assert members(clusters, ids) == [set(proxied)]
     kind, value, _, _ = clusters.evidence(0)[0]
-    assert kind is Evidence.IP_HOUR
+    assert kind is Evidence.IP_HOUR and kind.label == "client IP in one hour"
     ip, _, hour = log.name(value).partition(" at ")
     assert ip in exits and hour.startswith("1970-01-08T0") and hour.endswith("h UTC")
     # over the whole log the same exits link the residents too: the hour is what tells them apart

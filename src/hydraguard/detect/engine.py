@@ -494,7 +494,7 @@ class Engine:
             ids = tuple(sorted(names[n] for n in covered.tolist()))
             by_hit = tuple(tuple(sorted(names[n] for n in confirmed[c].tolist())) for c in covers)
             evidence = clusters.evidence(index)
-            words = tuple(f"{e.name.lower().replace('_', ' ')} shared by {n} accounts" for e, _, n, _ in evidence)
+            words = tuple(f"{e.label} shared by {n} accounts" for e, _, n, _ in evidence)
             indicators = tuple((e.name.lower(), self.evidence.name(v)) for e, v, _, _ in evidence)
             templates = self._templates_of(cluster_id, covered)
             detection = Detection(

@@ -52,6 +52,14 @@ class Evidence(enum.IntEnum):
     EMAIL_PATTERN = 9  # the keyed hash of the address's shape (digits masked), when its local part is numbered
     IP_HOUR = 10  # a client IP in one hour: accounts using it at the same time, not a week apart
 
+    @property
+    def label(self) -> str:
+        """The kind in words, for evidence lists (`payment`, `client IP in one hour`)."""
+        return _LABELS.get(self, self.name.lower().replace("_", " "))
+
+
+_LABELS = {Evidence.IP_HOUR: "client IP in one hour", Evidence.EMAIL_PATTERN: "address shape"}
+
 
 ALL = frozenset(Evidence)
 REGISTRY_EVIDENCE = {  # the registry table's column of each kind
