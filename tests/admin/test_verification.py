@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from hydraguard.accounts import keys
+from hydraguard.accounts import keys, risk
 from hydraguard.accounts.registry import accounts
 from hydraguard.accounts.risk import SIGNUP_SOURCE, SignupLinks, SignupRequest, signup_links
 from hydraguard.accounts.verification import Outcome, PaymentOutcome, Source
@@ -165,7 +165,7 @@ def test_refusals_change_nothing(verifying: AdminServices) -> None:
 
 
 def test_signup_links_are_the_keyed_device_and_address_shape_of_accounts_that_have_one(
-    verifying: AdminServices,
+    verifying: AdminServices, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     farm = [signup(verifying, email=f"distill{i}@corp.io", device_id="dev-farm")[0] for i in range(2)]
     plain = signup(verifying, email="ada@example.org", ip="192.0.2.1")[0]
@@ -174,3 +174,7 @@ def test_signup_links_are_the_keyed_device_and_address_shape_of_accounts_that_ha
     device = keys.keyed_fingerprint(SECRET, "device", "dev-farm")
     assert links == {account.id: SignupLinks(device, shape) for account in farm}
     assert plain.id not in links
+    assert signup_links(verifying.registry.engine, [farm[1].id, plain.id]) == {farm[1].id: links[farm[1].id]}
+    assert signup_links(verifying.registry.engine, []) == {}
+    monkeypatch.setattr(risk, "_IN_CHUNK", 1)  # many ids: one query per chunk
+    assert signup_links(verifying.registry.engine, [a.id for a in farm] + [plain.id]) == links

@@ -120,9 +120,10 @@ async def test_the_worker_reads_signup_links_when_new_accounts_appear(tmp_path: 
     reads = []
     registered = accounts[:3]
 
-    def signups() -> dict[str, SignupLinks]:
-        reads.append(len(registered))
-        return {registered[0].id: SignupLinks("device_farm", None), registered[1].id: SignupLinks("device_farm", "s")}
+    def signups(account_ids: list[str]) -> dict[str, SignupLinks]:
+        reads.append(len(account_ids))
+        links = {registered[0].id: SignupLinks("device_farm", None), registered[1].id: SignupLinks("device_farm", "s")}
+        return {account: links[account] for account in account_ids if account in links}
 
     campaigns = CampaignStore(db)
     worker = DetectionWorker(
@@ -138,7 +139,7 @@ async def test_the_worker_reads_signup_links_when_new_accounts_appear(tmp_path: 
     await worker.step(now=time.time())  # no new account: the signups are not read again
     registered = accounts[:4]
     await worker.step(now=time.time())
-    assert reads == [3, 4]
+    assert reads == [3, 1]  # all three, then the new one only
     account, kind, value, _ = worker.engine.evidence.incidences()
     index = worker.engine.accounts.index
     device = kind == int(Evidence.SIGNUP_DEVICE)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from collections.abc import Collection
 
 import msgspec
 import sqlalchemy as sa
@@ -26,6 +27,7 @@ from hydraguard.intel.index import IntelIndex
 SUBNET_PREFIX = {4: 24, 6: 48}
 SIGNUP_SOURCE = "signup-risk"  # the source of the challenge a signup starts with
 HOUR = 3_600.0
+_IN_CHUNK = 5_000  # account ids per `IN (...)` query: under every database's limit on bound parameters
 
 account_signups = sa.Table(
     "account_signups",
@@ -250,10 +252,24 @@ def load(conn: sa.Connection, account_id: str) -> SignupRecord | None:
     return msgspec.convert(data, SignupRecord)
 
 
-def signup_links(engine: sa.Engine) -> dict[str, SignupLinks]:
-    """Each account signed up through the risk check that has a device or an address shape to link by."""
+def signup_links(engine: sa.Engine, account_ids: Collection[str] | None = None) -> dict[str, SignupLinks]:
+    """Each account signed up through the risk check (of `account_ids`, or all) that has a device or an address
+    shape to link by."""
     query = sa.select(account_signups.c.account_id, account_signups.c.device, account_signups.c.email_pattern).where(
         sa.or_(account_signups.c.device.is_not(None), account_signups.c.email_pattern.is_not(None))
     )
+    wanted = list(account_ids) if account_ids is not None else None
+    chunks = (
+        [query]
+        if wanted is None
+        else [
+            query.where(account_signups.c.account_id.in_(wanted[i : i + _IN_CHUNK]))
+            for i in range(0, len(wanted), _IN_CHUNK)
+        ]
+    )
     with engine.connect() as conn:
-        return {row.account_id: SignupLinks(row.device, row.email_pattern) for row in conn.execute(query)}
+        return {
+            row.account_id: SignupLinks(row.device, row.email_pattern)
+            for chunk in chunks
+            for row in conn.execute(chunk)
+        }

@@ -83,7 +83,7 @@ class DetectionWorker:
         accounts: Callable[[], Iterable[Account]],
         on_campaigns: Callable[[list[str]], Awaitable[object]] | None = None,
         intel: IntelStore | None = None,
-        signups: Callable[[], Mapping[str, SignupLinks]] | None = None,
+        signups: Callable[[list[str]], Mapping[str, SignupLinks]] | None = None,
     ) -> None:
         self.engine = engine
         self.follower = follower
@@ -91,7 +91,7 @@ class DetectionWorker:
         self.policy = policy
         self.decisions = decisions
         self._accounts = accounts
-        self._signups = signups  # what new accounts' signups stored: read only when new accounts appear
+        self._signups = signups  # what the given accounts' signups stored: read for new accounts only
         self.on_campaigns = on_campaigns  # given the campaigns each step touched (alert webhooks)
         self.intel = intel  # shared template signatures, matched by the engine
         self._intel_version: int | None = None
@@ -109,7 +109,8 @@ class DetectionWorker:
     def _load_new_accounts(self) -> None:
         new = [a for a in self._accounts() if a.id not in self._known]
         if new:
-            self.engine.load_registry(registry_table(new, self._signups() if self._signups else None))
+            links = self._signups([a.id for a in new]) if self._signups else None
+            self.engine.load_registry(registry_table(new, links))
             self._known.update(a.id for a in new)
 
     async def step(self, now: float | None = None) -> Step:
