@@ -59,7 +59,8 @@ def registry_table(accounts: Iterable[Account], signups: Mapping[str, SignupLink
     stored (`risk.signup_links`)."""
     accounts = list(accounts)
     columns: dict[str, list[object]] = {name: [getattr(a, name) for a in accounts] for name in REGISTRY_COLUMNS}
-    links = [(signups or {}).get(a.id) for a in accounts]
+    signups = signups or {}
+    links = [signups.get(a.id) for a in accounts]
     for name, field_name in SIGNUP_COLUMNS.items():
         columns[name] = [None if link is None else getattr(link, field_name) for link in links]
     return pa.table(columns, schema=REGISTRY_SCHEMA)
