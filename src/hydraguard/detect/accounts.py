@@ -72,9 +72,10 @@ def _crc32(values: list[str]) -> np.ndarray:
     return np.fromiter(map(zlib.crc32, map(str.encode, values)), dtype=np.uint64, count=len(values))
 
 
-def _bit_numbers(values: list[str | None]) -> np.ndarray:
-    """One of 64 bit numbers per value, from a stable hash; null hashes as ''."""
-    return (_crc32([v or "" for v in values]) & np.uint64(63)).astype(np.int64)
+def _bit_numbers(values: list[str | None], hashes: np.ndarray | None = None) -> np.ndarray:
+    """One of 64 bit numbers per value, from a stable hash (`_crc32`, or those given); null hashes as ''."""
+    hashes = _crc32([v or "" for v in values]) if hashes is None else hashes
+    return (hashes & np.uint64(63)).astype(np.int64)
 
 
 def _any_bits(slot: np.ndarray, bit: np.ndarray, slots: int) -> np.ndarray:
@@ -271,7 +272,7 @@ class AccountTable:
         area = pc.index_in(batch.column("capability_area"), value_set=pa.array(AREAS)).fill_null(len(AREAS) - 1)
         self.areas[accounts] += self._binned(slot, area.to_numpy(zero_copy_only=False), len(AREAS), slots)
         addresses = addresses or ClientAddresses.of(batch.column("client_ip"))
-        ip_bits = (addresses.ip_hashes & np.uint64(63)).astype(np.int64)
+        ip_bits = _bit_numbers(addresses.ips, addresses.ip_hashes)
         self.ip_bits[accounts] |= _any_bits(slot, ip_bits[addresses.code], slots)
         self.subnet_bits[accounts] |= _any_bits(slot, _bit_numbers(addresses.subnets)[addresses.code], slots)
         agent_code, agents = encode(batch.column("user_agent"))
