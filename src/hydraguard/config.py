@@ -104,6 +104,9 @@ class ServerConfig(_Section):
     upstream_api_key: str = ""  # sent to the upstream instead of the client's key, if it needs one
     upstream_connect_timeout: float = Field(default=5.0, gt=0)
     upstream_timeout: float = Field(default=600.0, gt=0)  # whole request, streams included
+    # how long an idle upstream connection is kept for reuse: under the upstream's own idle timeout (5 s in uvicorn,
+    # which vLLM runs on, and in llama.cpp's server), or a request can go out on a connection being closed (a 502)
+    upstream_keepalive: float = Field(default=2.0, gt=0)
     secret: str = ""  # HMAC key for API-key hashes and personal-data fingerprints
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     max_header_bytes: int = Field(default=16 * 1024, gt=0)

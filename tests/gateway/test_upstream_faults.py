@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from hydraguard.testing.servers import free_port
+from tests.closing_server import IdleClosingServer
 from tests.gateway.helpers import assert_openai_error, chat_body, held_stream, one_event, post_chat, wait_for
 
 # one concurrent request and a token budget that fits only one reservation of max_tokens=600 at a time
@@ -131,3 +132,22 @@ def test_client_disconnects_while_the_upstream_is_silent(start_gateway, upstream
     (event,) = wait_for(lambda: [e for e in gw.events() if e.account_id == account.id], timeout=2.0)
     assert event.refusal_reason == "client_disconnected"
     assert post_chat(gw, key, chat_body(max_tokens=3)).status_code == 200
+
+
+def test_an_idle_upstream_connection_is_dropped_before_the_upstream_closes_it(start_gateway):
+    """A model server on uvicorn (vLLM, ...) closes a connection idle for 5 s; a request sent on it as it closes is
+    lost. The gateway stops reusing idle connections sooner (`upstream_keepalive`), so it never loses that race."""
+    with IdleClosingServer(idle_s=0.6) as upstream:
+        reusing = start_gateway(server={"upstream": upstream.url + "/v1", "upstream_keepalive": 30.0})
+        dropping = start_gateway(server={"upstream": upstream.url + "/v1", "upstream_keepalive": 0.3})
+        responses = {}
+        for name, gw in (("reusing", reusing), ("dropping", dropping)):
+            _, key = gw.account()
+            assert post_chat(gw, key).status_code == 200
+            time.sleep(0.8)
+            responses[name] = post_chat(gw, key)
+        # the race is real: a gateway that keeps connections longer than the upstream does loses a request to it
+        assert_openai_error(responses["reusing"], 502, code="upstream_unavailable")
+        assert responses["dropping"].status_code == 200, responses["dropping"].text
+        assert responses["dropping"].json()["choices"][0]["message"]["content"] == "Red, green and blue."
+        assert upstream.dropped == 1 and upstream.answered == 3

@@ -8,10 +8,12 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+import httpx
 import msgspec
 import pytest
 
 from hydraguard.sim import network, replay
+from tests.closing_server import IdleClosingServer
 from tests.conftest import CountingApp, RunningGateway
 
 from .conftest import shortened
@@ -113,3 +115,20 @@ def test_seeded_accounts_keep_their_cards_and_sign_up_ages(
     assert any(
         len([i for i in seeded.accounts if sim[i].payment_fingerprint[i - sim[i].first] == c]) > 1 for c in by_card
     )  # the campaign's shared cards are shared in the live registry too
+
+
+def test_the_replay_never_sends_on_a_connection_the_server_is_closing() -> None:
+    """uvicorn closes a connection idle for 5 s; httpx keeps one for 5 s by default, so now and then a request went
+    out on a closing connection and was lost. The replay's client drops idle connections after 2 s."""
+
+    async def two_requests_apart(client: httpx.AsyncClient, url: str) -> list[int]:
+        async with client:
+            first = await client.post(url, content=b"{}")
+            await asyncio.sleep(2.5)
+            return [first.status_code, (await client.post(url, content=b"{}")).status_code]
+
+    with IdleClosingServer(idle_s=2.2) as server:
+        with pytest.raises(httpx.TransportError):  # the race is real with httpx's default keep-alive
+            asyncio.run(two_requests_apart(httpx.AsyncClient(), server.url))
+        assert asyncio.run(two_requests_apart(replay.client_for(4), server.url)) == [200, 200]
+        assert server.dropped == 1 and server.answered == 3

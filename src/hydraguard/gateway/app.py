@@ -156,7 +156,7 @@ class Gateway:
         timeout = aiohttp.ClientTimeout(total=server.upstream_timeout, sock_connect=server.upstream_connect_timeout)
         self._session = aiohttp.ClientSession(
             timeout=timeout,
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=server.upstream_keepalive),
             auto_decompress=False,
             skip_auto_headers=("User-Agent", "Accept-Encoding"),
         )

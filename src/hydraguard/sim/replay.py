@@ -131,6 +131,13 @@ class Outcome:
         return self.statuses[role][200]
 
 
+def client_for(concurrency: int) -> httpx.AsyncClient:
+    """The replay's HTTP client. Idle connections are dropped after 2 s, under the 5 s after which uvicorn (the
+    gateway's server) closes them, so that no request goes out on a connection the server is closing."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency, keepalive_expiry=2.0)
+    return httpx.AsyncClient(timeout=60.0, limits=limits)
+
+
 async def send(
     traffic: Traffic,
     seeded: Seeded,
@@ -147,7 +154,6 @@ async def send(
     outcome = Outcome()
     slots = asyncio.Semaphore(concurrency)
     url = gateway_url.rstrip("/") + "/v1/chat/completions"
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
     async def one(client: httpx.AsyncClient, i: int) -> None:
         headers = {
@@ -168,7 +174,7 @@ async def send(
             if progress is not None:
                 progress(outcome.sent, len(block))
 
-    async with httpx.AsyncClient(timeout=60.0, limits=limits) as client, asyncio.TaskGroup() as tasks:
+    async with client_for(concurrency) as client, asyncio.TaskGroup() as tasks:
         for i in range(len(block)):
             due = live_time(float(block.time[i]), traffic, wall_start, speedup)
             delay = due - time.time()
