@@ -117,15 +117,3 @@ async def test_a_repeated_detection_renews_its_decision_and_covers_new_members()
     assert store.members_of(group_id("cl_1")) == {"a1", "a2", "a3", "a4"}
     # the gateway's view: the replacement account a4 is blocked through the group
     assert [d.type for d in store.match(key_id=None, account_id="a4", ip=None)] == [DecisionType.BLOCK]
-
-
-async def test_undo_removes_the_decisions_and_the_group_even_from_a_new_policy_instance() -> None:
-    store = MemoryDecisionStore()
-    await Policy().enforce(store, [detection(hit(Action.BLOCK, ScopeKind.GROUP))], NOW)
-    await Policy().enforce(
-        store, [detection(hit(Action.THROTTLE, ScopeKind.ACCOUNT), level="account", subject="x", accounts=("x",))], NOW
-    )
-    assert await Policy().undo(store, "cl_1") == 1
-    assert [d.value for d in await store.list()] == ["x"]  # the other subject's decision stays
-    assert store.members_of(group_id("cl_1")) == frozenset()
-    assert store.match(key_id=None, account_id="a1", ip=None) == []

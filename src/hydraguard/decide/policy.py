@@ -7,7 +7,8 @@ A cluster's accounts become one group, so they share the group budget (`[limits]
 accounts gets the budget of one customer, and its newest member is covered as soon as it links.
 
 Decision ids are derived from (rule, subject), so a repeated detection renews its decision (new expiry, the
-grown member list) instead of piling up copies; `undo` removes everything a subject's detections put in place.
+grown member list) instead of piling up copies. Lifting a campaign (`admin.services.AdminServices.lift_campaign`)
+removes what its detections put in place, found in the store by source and value, so it works from any process.
 Subjects an analyst has dismissed are never enforced again until the dismissal is lifted.
 """
 
@@ -71,7 +72,6 @@ class Policy:
     ) -> None:
         self.settings = settings or PolicySettings()
         self._dismissed = dismissed
-        self._placed: dict[str, set[str]] = {}  # subject -> decision ids this policy wrote
 
     def plan(self, detection: Detection, now: float) -> Enforcement:
         """The decisions a detection calls for (none for flags, shadow rules or dismissed subjects)."""
@@ -125,7 +125,6 @@ class Policy:
             await store.set_group(*enforcement.group)
         for decision in enforcement.decisions:
             await store.add(decision)
-        self._placed.setdefault(enforcement.subject, set()).update(d.id for d in enforcement.decisions)
 
     async def enforce(self, store: DecisionStore, detections: Iterable[Detection], now: float) -> int:
         """Plan and apply every detection; returns the number of decisions written."""
@@ -135,18 +134,3 @@ class Policy:
             await self.apply(store, enforcement)
             written += len(enforcement.decisions)
         return written
-
-    async def undo(self, store: DecisionStore, subject: str) -> int:
-        """Remove the decisions and the group this policy put in place for a subject; returns how many were
-        removed. Decisions written by an earlier process are found by their source and value."""
-        ids = self._placed.pop(subject, set())
-        ids |= {
-            d.id
-            for d in await store.list()
-            if d.source.startswith(SOURCE_PREFIX) and d.value in (subject, group_id(subject))
-        }
-        removed = 0
-        for decision in ids:
-            removed += await store.remove(decision)
-        await store.set_group(group_id(subject), ())
-        return removed
