@@ -188,17 +188,18 @@ MEMBER_CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"account.payment_shared": 0.0, "account.reasoning_requests": 0.0},
     ),
     "hydra-synchronized-cluster": (
-        # a replacement account, first request hours after sign-up, not yet in step
+        # a replacement account, first request hours after sign-up, already dispatched in step with the others
         {
-            "account.phase_concentration": 0.2,
+            "account.phase_concentration": 0.8,
             "account.payment_shared": 0.0,
             "account.days_since_signup_at_first_request": 0.1,
         },
-        # a user of the same coding app, sending whenever they like
+        # a new developer linked in through residential exits the proxy network also used: at work hours after
+        # sign-up, but sending whenever they like, with a card of their own
         {
-            "account.phase_concentration": 0.15,
+            "account.phase_concentration": 0.14,
             "account.payment_shared": 0.0,
-            "account.days_since_signup_at_first_request": 300.0,
+            "account.days_since_signup_at_first_request": 0.33,
         },
     ),
     "hydra-pooled-identity-cluster": (
