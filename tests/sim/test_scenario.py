@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from hydraguard.sim import clients
 from hydraguard.sim import scenario as scenarios
 from hydraguard.sim.scenario import CampaignPopulation, LegitPopulation, ScenarioError
 
@@ -116,3 +117,21 @@ def test_unknown_names_and_files() -> None:
         scenarios.load("nope")
     with pytest.raises(ScenarioError, match="does not exist"):
         scenarios.load(Path("/nonexistent/x.yaml"))
+
+
+def test_no_campaign_sends_a_parameter_value_the_legitimate_mix_never_draws() -> None:
+    """A campaign's fixed parameters come from the legitimate catalogue: a value only attackers send would hand
+    sampling-parameter linkage a marker real traffic does not carry."""
+    for name in SHIPPED:
+        for population in scenarios.load(name)[0].populations:
+            fixed = population.sampling.fixed
+            if not isinstance(population, CampaignPopulation) or fixed is None:
+                continue
+            for field, (values, weights) in clients.MIX.items():
+                if field in ("logprobs", "response_format", "stream"):
+                    continue  # logprobs is (flag, top) in the mix; the others are drawn as spelled
+                drawn = {v for v, w in zip(values, weights, strict=True) if w > 0}
+                assert getattr(fixed, field) in drawn, (name, population.name, field)
+            assert (
+                fixed.stream in clients.MIX["stream"][0] and fixed.response_format in clients.MIX["response_format"][0]
+            )

@@ -15,7 +15,10 @@ from hydraguard.sim.scenario import Network, Sampling
 from hydraguard.sim.world import World
 
 PRIMARY_PROFILE_SHARE = 0.7  # an account sends most requests with its main parameter set
-PER_REQUEST_CANDIDATES = 4_096
+# `per_request` draws from a pool this large, so that it stands for fresh draws from the mix: with a small pool a
+# rare combination in it came up hundreds of times more often than the mix gives it, and accounts drawing from one
+# pool shared rare parameter sets that legitimate accounts drawing from the mix do not
+PER_REQUEST_CANDIDATES = 1 << 20
 CARRIERS = 12
 
 
