@@ -379,7 +379,23 @@ def test_top_counts_are_each_account_s_most_used_value_of_a_kind() -> None:
     assert top[ids.index("acct_silent")] == 0
 
 
-def test_a_rare_tls_fingerprint_links_and_a_popular_one_does_not() -> None:
+@pytest.mark.parametrize(
+    ("kind", "column", "rare", "popular"),
+    [
+        (
+            Evidence.TLS_FINGERPRINT,
+            "tls_fingerprint",
+            "t13d1516h2_8daaf6152771_e5627efa2ab1",
+            "t13d1517h2_8daaf6152771_b0da82dd1658",
+        ),
+        (Evidence.SAMPLING, "sampling_fingerprint", "sp_5f0c2a9e7b1d4c33", "sp_0d1e2f3a4b5c6d7e"),
+    ],
+)
+def test_a_rare_client_value_links_and_a_popular_one_does_not(
+    kind: Evidence, column: str, rare: str, popular: str
+) -> None:
+    """A TLS fingerprint or parameter set links the accounts of one tool; a popular browser's or SDK's defaults do
+    not."""
     world = World()
     world.background(pairs=250)  # values on more than 2 % of the linked accounts are dropped: a large world
     tooling = [f"acct_tool{i}" for i in range(8)]
@@ -388,25 +404,22 @@ def test_a_rare_tls_fingerprint_links_and_a_popular_one_does_not() -> None:
     for account in [*tooling, *(row["id"] for row in world.rows[:60])]:
         for _ in range(2):
             n = next(_requests)
-            ja4 = (
-                "t13d1516h2_8daaf6152771_e5627efa2ab1" if account in tooling else "t13d1517h2_8daaf6152771_b0da82dd1658"
-            )
             world.events.append(
                 RequestEvent(
                     time=float(n),
                     request_id=f"req_{n}",
                     endpoint="/v1/chat/completions",
                     account_id=str(account),
-                    tls_fingerprint=ja4,
                     status=200,
+                    **{column: rare if account in tooling else popular},
                 )
             )
     clusters, ids, log = world.link()
-    assert members(clusters, ids) == [set(tooling)]  # the browser's fingerprint, on 60 accounts, glues no one
-    assert {kind for kind, _, _, _ in clusters.evidence(0)} == {Evidence.TLS_FINGERPRINT}
+    assert members(clusters, ids) == [set(tooling)]  # the popular value, on 60 accounts, glues no one
+    assert {kind for kind, _, _, _ in clusters.evidence(0)} == {kind}
     value = clusters.evidence(0)[0][1]
-    assert log.name(value) == "t13d1516h2_8daaf6152771_e5627efa2ab1"
-    uncapped, _, _ = world.link(max_share={})  # without the cap the browser's holders would form a cluster
+    assert log.name(value) == rare
+    uncapped, _, _ = world.link(max_share={})  # without the cap the popular value's holders would form a cluster
     assert any(set(found) - set(tooling) for found in members(uncapped, ids))
 
 

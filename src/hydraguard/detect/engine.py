@@ -25,6 +25,7 @@ from hydraguard.config import DetectConfig, Tier, _default_tiers
 from hydraguard.decide.model import ScopeKind
 from hydraguard.detect.accounts import AREA_SHARE, EVENT_COLUMNS, AccountTable, ClientAddresses, encode
 from hydraguard.detect.linkage import (
+    EVENT_EVIDENCE,
     FAMILY,
     VALUE_BITS,
     Clusters,
@@ -41,7 +42,14 @@ from hydraguard.detect.samples import RecentTemplates, TemplateSample
 if TYPE_CHECKING:
     from hydraguard.intel.index import IntelIndex
 
-COLUMNS = [*EVENT_COLUMNS, "template_signature", "template_hash", "request_id", "key_id", "tls_fingerprint"]
+COLUMNS = [
+    *EVENT_COLUMNS,
+    "template_signature",
+    "template_hash",
+    "request_id",
+    "key_id",
+    *EVENT_EVIDENCE.values(),
+]
 SCOPE_COLUMN = {ScopeKind.KEY: "key_id", ScopeKind.ACCOUNT: "account_id", ScopeKind.IP: "client_ip"}
 TEMPLATE_CACHE = 200_000  # template signatures whose intel matches are remembered
 SEVERITY_WEIGHT = {"low": 0.3, "medium": 0.5, "high": 0.8, "critical": 0.95}

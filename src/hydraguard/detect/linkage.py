@@ -51,6 +51,7 @@ class Evidence(enum.IntEnum):
     SIGNUP_DEVICE = 8  # the keyed hash of the device the account signed up from, when the signup flow sends one
     EMAIL_PATTERN = 9  # the keyed hash of the address's shape (digits masked), when its local part is numbered
     IP_HOUR = 10  # a client IP in one hour: accounts using it at the same time, not a week apart
+    SAMPLING = 11  # the request's sampling-parameter fingerprint (model, temperature, max_tokens, ...)
 
     @property
     def label(self) -> str:
@@ -58,7 +59,11 @@ class Evidence(enum.IntEnum):
         return _LABELS.get(self, self.name.lower().replace("_", " "))
 
 
-_LABELS = {Evidence.IP_HOUR: "client IP in one hour", Evidence.EMAIL_PATTERN: "address shape"}
+_LABELS = {
+    Evidence.IP_HOUR: "client IP in one hour",
+    Evidence.EMAIL_PATTERN: "address shape",
+    Evidence.SAMPLING: "sampling parameters",
+}
 
 
 ALL = frozenset(Evidence)
@@ -68,6 +73,10 @@ REGISTRY_EVIDENCE = {  # the registry table's column of each kind
     Evidence.EMAIL_DOMAIN: "email_domain",
     Evidence.SIGNUP_DEVICE: "signup_device",
     Evidence.EMAIL_PATTERN: "email_pattern",
+}
+EVENT_EVIDENCE = {  # the event column of each kind read value for value
+    Evidence.TLS_FINGERPRINT: "tls_fingerprint",
+    Evidence.SAMPLING: "sampling_fingerprint",
 }
 FAMILY = {  # the ablation families of docs/detection.md
     Evidence.PAYMENT: "payment",
@@ -80,10 +89,11 @@ FAMILY = {  # the ablation families of docs/detection.md
     Evidence.SIGNUP_DEVICE: "client",
     Evidence.EMAIL_PATTERN: "identity",
     Evidence.IP_HOUR: "ip",
+    Evidence.SAMPLING: "client",
 }
 # values held by more than this share of the linked accounts link nothing: a freemail domain, a carrier's NAT, the
 # TLS fingerprint of a popular browser or SDK, a kiosk or emulator every signup of a shop comes from, a common
-# address shape (`info#@`), a carrier NAT's address in a busy hour
+# address shape (`info#@`), a carrier NAT's address in a busy hour, an SDK's default parameters
 DEFAULT_MAX_SHARE = {
     Evidence.EMAIL_DOMAIN: 0.02,
     Evidence.EMAIL_PATTERN: 0.02,
@@ -92,6 +102,7 @@ DEFAULT_MAX_SHARE = {
     Evidence.CLIENT_SUBNET: 0.02,
     Evidence.TLS_FINGERPRINT: 0.02,
     Evidence.IP_HOUR: 0.02,
+    Evidence.SAMPLING: 0.02,
 }
 DEFAULT_WEIGHTS = {
     Evidence.PAYMENT: 3.0,
@@ -108,6 +119,9 @@ DEFAULT_WEIGHTS = {
     # one IP in the same hour: stronger than a subnet over the whole log (a dynamic residential IP changes hands
     # within days, a cloud or ISP /24 has many tenants), weaker than a card
     Evidence.IP_HOUR: 1.0,
+    # the tool chooses the parameters, not the person: every user of one app or script shares them, as they share
+    # a TLS fingerprint
+    Evidence.SAMPLING: 0.5,
 }
 
 
@@ -231,8 +245,9 @@ class EvidenceLog:
             self.add(_pack(np.repeat(accounts[valid], TEMPLATE_BANDS), Evidence.TEMPLATE, keys.ravel()), time)
         if Evidence.INTEL in kinds:
             self._observe_intel(accounts, batch.column("intel_matches"))
-        if Evidence.TLS_FINGERPRINT in kinds:
-            self._observe_values(accounts, Evidence.TLS_FINGERPRINT, batch.column("tls_fingerprint"))
+        for kind, name in EVENT_EVIDENCE.items():
+            if kind in kinds:
+                self._observe_values(accounts, kind, batch.column(name))
         if Evidence.CLIENT_SUBNET not in kinds and Evidence.IP_HOUR not in kinds:
             return
         addresses = addresses or ClientAddresses.of(batch.column("client_ip"))
@@ -279,7 +294,7 @@ class EvidenceLog:
         """Each row's value of a text column as evidence of this kind (null: none)."""
         code, distinct = encode(values)
         known = np.array([v is not None for v in distinct], dtype=bool)
-        if not known[code].any():  # the usual case without a TLS-terminating edge: nothing per row
+        if not known[code].any():  # e.g. no TLS-terminating edge: nothing per row
             return
         hashes = np.zeros(len(distinct), dtype=np.uint64)
         named = [v for v in distinct if v is not None]
