@@ -435,6 +435,24 @@ class Clusters:
         return owner[chosen], cluster[chosen], strength[chosen]
 
 
+@dataclass(frozen=True)
+class EvidenceGraph:
+    """The bipartite graph a linkage partitions: linked accounts (vertices 0..) and the evidence values they share
+    (after them), one weighted edge per (account, value)."""
+
+    accounts: int  # account numbers there are (the length of a `Clusters.label`)
+    linked: np.ndarray  # per account vertex, its account number
+    values: np.ndarray  # per value vertex, its value id (kind and hash), in value order
+    account_vertex: np.ndarray  # per edge
+    value_vertex: np.ndarray  # per edge, counted from the first value vertex
+    kind: np.ndarray  # per edge, its evidence kind
+    weight: np.ndarray  # per edge
+
+    @property
+    def vertices(self) -> int:
+        return len(self.linked) + len(self.values)
+
+
 def link(
     log: EvidenceLog,
     orgs: np.ndarray,
@@ -446,11 +464,24 @@ def link(
     resolution: float = 1.0,
     seed: int = 0,
 ) -> Clusters:
-    """Cluster accounts by shared evidence. `orgs` gives each account number's org number: a value counts only
-    when accounts of two or more orgs share it (the registry already ties an org's accounts together, and a
-    company card or office NAT is not evidence). `candidates` (a boolean mask over account numbers) limits the
-    graph to those accounts. Values of the kinds in `max_share` shared by more than that share of the linked
-    accounts are dropped (a freemail domain, a mobile carrier's NAT)."""
+    """Cluster accounts by shared evidence (`evidence_graph`, then `communities`, then `clusters_of`)."""
+    graph = evidence_graph(log, orgs, candidates=candidates, weights=weights, max_share=max_share)
+    return clusters_of(graph, communities(graph, resolution, seed), min_cluster)
+
+
+def evidence_graph(
+    log: EvidenceLog,
+    orgs: np.ndarray,
+    *,
+    candidates: np.ndarray | None = None,
+    weights: dict[Evidence, float] | None = None,
+    max_share: dict[Evidence, float] | None = None,
+) -> EvidenceGraph:
+    """The graph of shared evidence. `orgs` gives each account number's org number: a value counts only when
+    accounts of two or more orgs share it (the registry already ties an org's accounts together, and a company
+    card or office NAT is not evidence). `candidates` (a boolean mask over account numbers) limits the graph to
+    those accounts. Values of the kinds in `max_share` shared by more than that share of the linked accounts are
+    dropped (a freemail domain, a mobile carrier's NAT)."""
     accounts = len(orgs)
     weights = DEFAULT_WEIGHTS if weights is None else weights
     account, kind, value, _ = log.incidences(top=True)
@@ -460,7 +491,6 @@ def link(
     if candidates is not None:
         keep &= (account < len(candidates)) & candidates[np.minimum(account, len(candidates) - 1)]
     account, kind, value = account[keep], kind[keep], value[keep]
-    label = np.full(accounts, -1, dtype=np.int64)
     # one sort by (value, org) gives each value's orgs and holders: it is kept if two orgs or more hold it and, for
     # the kinds in `caps`, no more than that share of the linked accounts do
     org = orgs[account]
@@ -481,21 +511,42 @@ def link(
     used = shared & (sharing <= cap[(run_value >> np.uint64(VALUE_BITS)).astype(np.int64)])
     keep = used[run_of]
     account, kind, run_of = account[keep], kind[keep], run_of[keep]
-    if len(account) == 0:
-        return Clusters([], [], label)
     kind_weight = np.zeros(1 << KIND_BITS)
     for k, w in weights.items():
         kind_weight[int(k)] = w
     edge_weight = kind_weight[kind] * np.log(total / sharing[run_of] + 1)
-
     linked, account_vertex = _sorted_distinct(account)
-    values = run_value[used]  # the graph's value vertices, in value order
-    value_vertex = (np.cumsum(used) - 1)[run_of]
-    graph = ig.Graph(n=len(linked) + len(values))
-    graph.add_edges(np.column_stack([account_vertex, len(linked) + value_vertex]))  # faster than Graph(edges=...)
-    partition = _leiden(graph, edge_weight, resolution, seed)
-    membership = np.array(partition.membership[: len(linked)])
-    value_membership = np.array(partition.membership[len(linked) :])
+    return EvidenceGraph(
+        accounts,
+        linked,
+        run_value[used],  # the graph's value vertices, in value order
+        account_vertex,
+        (np.cumsum(used) - 1)[run_of],
+        kind,
+        edge_weight,
+    )
+
+
+def communities(graph: EvidenceGraph, resolution: float = 1.0, seed: int = 0) -> np.ndarray:
+    """Each vertex's Leiden community (accounts first, then values): the costly step of a linkage, and one that
+    needs nothing but the graph (`Engine` can run it in another process meanwhile)."""
+    if len(graph.account_vertex) == 0:
+        return np.zeros(graph.vertices, dtype=np.int64)
+    network = ig.Graph(n=graph.vertices)
+    # faster than Graph(edges=...)
+    network.add_edges(np.column_stack([graph.account_vertex, len(graph.linked) + graph.value_vertex]))
+    return np.array(_leiden(network, graph.weight, resolution, seed).membership, dtype=np.int64)
+
+
+def clusters_of(graph: EvidenceGraph, membership: np.ndarray, min_cluster: int = 3) -> Clusters:
+    """The clusters of a graph's communities (`communities`) with `min_cluster` accounts or more."""
+    label = np.full(graph.accounts, -1, dtype=np.int64)
+    if len(graph.account_vertex) == 0:
+        return Clusters([], [], label)
+    linked, values, account_vertex, value_vertex = graph.linked, graph.values, graph.account_vertex, graph.value_vertex
+    kind, edge_weight = graph.kind, graph.weight
+    value_membership = membership[len(linked) :]
+    membership = membership[: len(linked)]
     # each account's weight to its own community's values: the edges whose two ends share a community
     inside = membership[account_vertex] == value_membership[value_vertex]
     inside_strength = np.bincount(account_vertex[inside], weights=edge_weight[inside], minlength=len(linked))
