@@ -6,10 +6,12 @@
 
 Prints, for the run: reading the event batches alone (the I/O floor, the baseline in the same run), then the engine
 fed the same batches (`Engine.run`, as `hydraguard analyze` does) with its time split into folding events in,
-account analyses, linkages and cluster rules; then one final linkage over every account of the run. Targets
+account analyses, evidence graphs, linkages and cluster rules (a lagged linkage's time is the wait for the worker
+process and what follows it); then one final linkage over every account of the run, in this process. Targets
 (issue 4): batch analysis >= 200,000 events/s on 2 cores over the full `seed-hydra` log; linkage over 100,000
-accounts <= 60 s. Linkages are as `hydraguard analyze` runs them (daily) unless `--linkage-interval` says otherwise
-(21600: streaming's every 6 h).
+accounts <= 60 s. Linkages are as `hydraguard analyze` runs them (daily, clusters 12 h later with Leiden in a worker
+process) unless `--linkage-interval` (21600: streaming's every 6 h) or `--linkage-lag` (0: streaming's, at once in
+this process) say otherwise.
 """
 
 from __future__ import annotations
@@ -57,8 +59,15 @@ def main() -> None:
         default=None,
         help="seconds of event time between linkages (default: batch analysis's, detect.batch_linkage_interval)",
     )
+    parser.add_argument(
+        "--linkage-lag",
+        type=float,
+        default=None,
+        help="seconds of event time from a linkage's graph to its clusters, Leiden meanwhile in a worker process "
+        "(default: batch analysis's, detect.batch_linkage_lag; 0: in this process, at once)",
+    )
     args = parser.parse_args()
-    settings = batch_settings(args.linkage_interval)
+    settings = batch_settings(args.linkage_interval, args.linkage_lag)
 
     def batches() -> Iterator[pa.RecordBatch]:
         seen = 0
@@ -71,7 +80,10 @@ def main() -> None:
     start = time.perf_counter()
     events = sum(batch.num_rows for batch in batches())
     read_seconds = time.perf_counter() - start
-    print(f"{args.run}: {events:,} events, a linkage every {settings.linkage_interval:g} s of event time")
+    print(
+        f"{args.run}: {events:,} events, a linkage every {settings.linkage_interval:g} s of event time, "
+        f"its clusters {settings.linkage_lag:g} s later"
+    )
     print(f"reading only: {read_seconds:.1f} s, {events / read_seconds:,.0f} events/s")
 
     engine = Engine(settings=settings)
@@ -79,14 +91,23 @@ def main() -> None:
     counts: dict[str, int] = defaultdict(int)
     engine._fold = timed(totals, counts, "fold events", engine._fold)  # type: ignore[method-assign]
     engine._account_detections = timed(totals, counts, "account rules", engine._account_detections)  # type: ignore[method-assign]
-    engine.clusters = timed(totals, counts, "linkage", engine.clusters)  # type: ignore[method-assign]
+    engine._graph = timed(totals, counts, "evidence graph", engine._graph)  # type: ignore[method-assign]
+    engine.clusters = timed(totals, counts, "linkage in this process", engine.clusters)  # type: ignore[method-assign]
+    engine._linked = timed(totals, counts, "lagged linkage applied", engine._linked)  # type: ignore[method-assign]
     engine._cluster_detections = timed(totals, counts, "linkage + cluster rules", engine._cluster_detections)  # type: ignore[method-assign]
     start = time.perf_counter()
     engine.load_registry(pq.read_table(args.run / "registry" / "accounts.parquet"))
     detections = engine.run(batches())
     seconds = time.perf_counter() - start
     print(f"engine: {seconds:.1f} s, {events / seconds:,.0f} events/s, {len(detections):,} detections")
-    for name in ("fold events", "account rules", "linkage", "linkage + cluster rules"):
+    for name in (
+        "fold events",
+        "account rules",
+        "evidence graph",
+        "linkage in this process",
+        "lagged linkage applied",
+        "linkage + cluster rules",
+    ):
         print(f"  {name}: {totals[name]:.1f} s over {counts[name]:,} calls")
 
     start = time.perf_counter()

@@ -409,6 +409,15 @@ def analyze(
             min=1, help="Seconds of event time between linkages (default: detect.batch_linkage_interval, a day)."
         ),
     ] = None,
+    linkage_lag: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="Seconds of event time from a linkage's graph to its clusters (at most half the linkage "
+            "interval), Leiden meanwhile on a second core; 0: at once, on one core (default: "
+            "detect.batch_linkage_lag, 12 hours).",
+        ),
+    ] = None,
 ) -> None:
     """Batch detection over a finished event log: campaigns and a Markdown report (docs/detection.md)."""
     from dataclasses import replace
@@ -426,7 +435,7 @@ def analyze(
         batches = analysis.simulated_batches(events_dir)
         registry = pq.read_table(events_dir / "registry" / "accounts.parquet")
         # a simulated world has its own tiers: the product's default ones, and the config's batch interval
-        engine_config = batch_settings(settings.detect.batch_linkage_interval)
+        engine_config = batch_settings(settings.detect.batch_linkage_interval, settings.detect.batch_linkage_lag)
     else:
         from hydraguard.accounts.risk import signup_links
         from hydraguard.detect.engine import registry_table
@@ -442,6 +451,8 @@ def analyze(
                 f"(here {linkage_interval:g} < {engine_config.analysis_interval:g})"
             )
         engine_config = replace(engine_config, linkage_interval=linkage_interval)
+    if linkage_lag is not None:
+        engine_config = replace(engine_config, linkage_lag=linkage_lag)
     campaigns = analysis.analyze(batches, registry, Engine(settings=engine_config))
     analysis.write(campaigns, out, str(events_dir))
     typer.echo(analysis.report(campaigns, str(events_dir)), nl=False)

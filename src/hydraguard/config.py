@@ -232,6 +232,10 @@ class DetectConfig(_Section):
     # ... between linkages in batch analysis (`hydraguard analyze`): a finished log is linked daily, four times
     # faster than every 6 h, at the cost measured in docs/detection.md ("Speed")
     batch_linkage_interval: float = Field(default=86_400.0, ge=1)
+    # ... and the event time from a batch linkage's graph to its clusters (at most half the interval): Leiden runs on
+    # a second core while that much of the log is folded in, so the cluster rules run that much later
+    # (docs/detection.md, "Speed")
+    batch_linkage_lag: float = Field(default=43_200.0, ge=0)
     # a crashed background worker is restarted after this many seconds, doubled after each crash up to the maximum
     restart_backoff: float = Field(default=1.0, gt=0)
     restart_max_backoff: float = Field(default=300.0, gt=0)

@@ -165,6 +165,10 @@ def test_detection_intervals_come_from_the_config_and_the_command_line_and_are_c
     monkeypatch.setenv("HYDRAGUARD_DETECT__BATCH_LINKAGE_INTERVAL", "60")
     with pytest.raises(config_module.ConfigError, match=r"batch_linkage_interval must be at least detect\.analysis"):
         config_module.load(tmp_path / "hydraguard.toml")
+    monkeypatch.delenv("HYDRAGUARD_DETECT__BATCH_LINKAGE_INTERVAL")
+    monkeypatch.setenv("HYDRAGUARD_DETECT__BATCH_LINKAGE_LAG", "-1")
+    with pytest.raises(config_module.ConfigError, match=r"batch_linkage_lag"):
+        config_module.load(tmp_path / "hydraguard.toml")
 
 
 def test_the_engine_takes_its_intervals_and_tier_limits_from_the_config(tmp_path: Path) -> None:
@@ -176,6 +180,8 @@ def test_the_engine_takes_its_intervals_and_tier_limits_from_the_config(tmp_path
     assert engine.analysis_interval == 1800.0
     assert engine.linkage_interval == settings.detect.linkage_interval == 21_600.0
     assert engine_settings(settings, batch=True).linkage_interval == settings.detect.batch_linkage_interval == 86_400.0
+    assert engine_settings(settings, batch=True).linkage_lag == settings.detect.batch_linkage_lag == 43_200.0
+    assert engine.linkage_lag == 0.0  # streaming applies a linkage at once
     # a file's [tiers] replaces the built-in ones; a tier without a daily limit has no usage to measure
     assert engine.tier_tokens_per_day == {
         name: float(tier.account.tpd) for name, tier in settings.tiers.items() if tier.account.tpd

@@ -277,6 +277,61 @@ def test_cluster_rules_run_at_the_first_analysis_and_then_every_linkage_interval
     assert all(at % linkage == 0 for at in cluster_times[1:])
 
 
+LAG = 2 * INTERVAL
+
+
+def cluster_detections(observed: Observed) -> list[Detection]:
+    return [d for d in observed.detections if d.level == "cluster"]
+
+
+def test_a_lagged_linkage_applies_the_clusters_of_its_graph_that_much_later(
+    stream: Stream, observed_every: Observed
+) -> None:
+    """Leiden in the worker process (`linkage_lag`): each linkage's clusters, the same as linking at once would
+    find (members, evidence), judged at the first analysis `LAG` later."""
+    lagged = observe_all(stream, EngineSettings(analysis_interval=INTERVAL, renew_interval=0, linkage_lag=LAG))
+    at_once = {(d.at, d.subject): d for d in cluster_detections(observed_every)}
+    later = cluster_detections(lagged)
+    assert later and len(later) == len([at for at, _ in at_once if at + LAG <= lagged.engine.now])
+    for detection in later:
+        linked = at_once[detection.at - LAG, detection.subject]
+        assert (detection.subject, detection.accounts, detection.evidence, detection.indicators) == (
+            linked.subject,
+            linked.accounts,
+            linked.evidence,
+            linked.indicators,
+        )
+    assert covered(lagged.detections) == covered(observed_every.detections)
+
+
+def test_a_forced_linkage_applies_the_one_in_the_worker_first(stream: Stream) -> None:
+    engine = Engine(settings=EngineSettings(analysis_interval=INTERVAL, linkage_lag=LAG))
+    engine.load_registry(stream.registry)
+    times = stream.events.column("time").to_numpy()
+    engine.observe(stream.events.slice(0, int(np.searchsorted(times, T0 + 7 * INTERVAL))))
+    # the first analysis's linkage was applied at T0 + 3 h; the one of T0 + 6 h is in the worker until T0 + 8 h
+    final = [d for d in engine.analyze(engine.now, link=True) if d.level == "cluster"]
+    assert final and {d.at for d in final} == {engine.now}
+    assert set(stream.campaign) <= {a for d in final for a in d.accounts}
+    later = [
+        d
+        for d in engine.observe(stream.events.slice(int(np.searchsorted(times, T0 + 11 * INTERVAL))))
+        if d.level == "cluster"
+    ]
+    # the next are the linkage of T0 + 12 h's, at T0 + 14 h: the one the forced linkage applied is not applied again
+    assert later and min(d.at for d in later) == T0 + 14 * INTERVAL
+
+
+def test_a_linkage_lag_is_at_most_half_the_linkage_interval(stream: Stream) -> None:
+    lagged = observe_all(stream, EngineSettings(analysis_interval=INTERVAL, linkage_lag=DAY))
+    times = sorted({d.at for d in cluster_detections(lagged)})
+    # linkages at the first analysis (T0 + 1 h) and every 6 h, each applied 3 h later
+    assert times[0] == T0 + 4 * INTERVAL
+    assert len(times) > 2 and all((at - T0 - 3 * INTERVAL) % (6 * INTERVAL) == 0 for at in times[1:])
+    with pytest.raises(ValueError, match="linkage_lag must be at least 0"):
+        Engine(settings=EngineSettings(linkage_lag=-1.0))
+
+
 def test_detections_carry_rule_ids_reasons_and_evidence_words(observed: Observed) -> None:
     pack = {rule.id for rule in RuleSet.default().rules}
     for detection in observed.detections:

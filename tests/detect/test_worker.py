@@ -214,10 +214,12 @@ def test_hydraguard_analyze_links_daily_unless_told_otherwise(
     from hydraguard.detect import analyze as analysis
 
     intervals: list[float] = []
+    lags: list[float] = []
     real = analysis.analyze
 
     def spy(batches, registry, engine):  # type: ignore[no-untyped-def]
         intervals.append(engine.settings.linkage_interval)
+        lags.append(engine.settings.linkage_lag)
         return real(batches, registry, engine)
 
     monkeypatch.setattr(analysis, "analyze", spy)
@@ -230,4 +232,9 @@ def test_hydraguard_analyze_links_daily_unless_told_otherwise(
     too_short = runner.invoke(app, ["analyze", events, "--out", str(tmp_path / "c"), "--linkage-interval", "60"])
     assert too_short.exit_code == 2
     assert "--linkage-interval must be at least detect.analysis_interval (here 60 < 3600)" in too_short.output
-    assert intervals == [86_400.0, 7_200.0]
+    assert intervals == [86_400.0, 7_200.0] and lags == [43_200.0, 43_200.0]
+    at_once = runner.invoke(app, ["analyze", events, "--out", str(tmp_path / "d"), "--linkage-lag", "0"])
+    assert at_once.exit_code == 0, at_once.output
+    assert lags[-1] == 0.0
+    negative = runner.invoke(app, ["analyze", events, "--out", str(tmp_path / "e"), "--linkage-lag", "-1"])
+    assert negative.exit_code == 2 and len(lags) == 3

@@ -38,6 +38,7 @@ def test_the_batch_detector_links_daily_and_still_finds_the_campaign(
     batch = detectors.BUILTIN["hydraguard-batch"]()
     assert batch.name == "hydraguard-batch"
     assert batch.engine.settings.linkage_interval == 86_400.0 > detectors.HydraGuard().engine.settings.linkage_interval
+    assert batch.engine.settings.linkage_lag == 43_200.0 > detectors.HydraGuard().engine.settings.linkage_lag
     scored = evaluation.evaluate_run(batch, out)
     assert scored["campaigns_detected"] >= 1 and scored["recall"] >= 0.9 and scored["fpr"] <= 0.05
 

@@ -40,6 +40,7 @@ def engine_settings(settings: Settings, batch: bool = False) -> EngineSettings:
     return EngineSettings(
         analysis_interval=detect.analysis_interval,
         linkage_interval=detect.batch_linkage_interval if batch else detect.linkage_interval,
+        linkage_lag=detect.batch_linkage_lag if batch else 0.0,
         tier_tokens_per_day=tier_tokens_per_day(settings.tiers),
     )
 

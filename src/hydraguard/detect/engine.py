@@ -10,8 +10,10 @@ one is covered as soon as it links to the cluster at the next analysis.
 from __future__ import annotations
 
 import math
+import multiprocessing
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -30,8 +32,11 @@ from hydraguard.detect.linkage import (
     VALUE_BITS,
     Clusters,
     Evidence,
+    EvidenceGraph,
     EvidenceLog,
-    link,
+    clusters_of,
+    communities,
+    evidence_graph,
     shared_across_orgs,
     value_hashes,
 )
@@ -150,6 +155,16 @@ def _request_features(columns: dict[str, np.ndarray], row: int) -> dict[str, Fea
     return {name: feature_value(values, row) for name, values in columns.items()}
 
 
+@dataclass(frozen=True)
+class _Linking:
+    """A linkage whose communities the worker process is finding: the graph taken at `at`, applied from `due`."""
+
+    graph: EvidenceGraph
+    at: float
+    due: float
+    communities: Future[np.ndarray]
+
+
 @dataclass
 class _Joinable:
     """A cluster detected at the last linkage: new accounts can join it until the next one (`Engine._join`)."""
@@ -170,6 +185,10 @@ def default_tier_tokens_per_day() -> dict[str, float]:
 class EngineSettings:
     analysis_interval: float = 3600.0  # seconds of event time between analyses (account rules)
     linkage_interval: float = 6 * 3600.0  # seconds of event time between linkages (cluster rules); a multiple
+    # seconds of event time from a linkage's graph to its clusters, at most half the linkage interval: when > 0,
+    # Leiden runs in a worker process while the events of that time are folded in (a second core), and the cluster
+    # rules run at the first analysis after
+    linkage_lag: float = 0.0
     min_requests: int = 20  # accounts with fewer requests are not judged alone
     min_member_strength: float = 0.5  # a cluster member links at least this share of the median member's weight
     new_account_days: float = 3.0  # first request within this long of signup: a new account at work
@@ -184,12 +203,15 @@ class EngineSettings:
     tier_tokens_per_day: dict[str, float] = field(default_factory=default_tier_tokens_per_day)
 
 
-def batch_settings(linkage_interval: float | None = None) -> EngineSettings:
+def batch_settings(linkage_interval: float | None = None, linkage_lag: float | None = None) -> EngineSettings:
     """The product's default settings as batch analysis runs them: a linkage every `linkage_interval` seconds of
-    event time, by default `detect.batch_linkage_interval`'s default (daily)."""
-    if linkage_interval is None:
-        linkage_interval = DetectConfig().batch_linkage_interval
-    return EngineSettings(linkage_interval=linkage_interval)
+    event time, its clusters `linkage_lag` later, by default `detect.batch_linkage_interval`'s and
+    `detect.batch_linkage_lag`'s defaults (daily, 12 hours)."""
+    defaults = DetectConfig()
+    return EngineSettings(
+        linkage_interval=defaults.batch_linkage_interval if linkage_interval is None else linkage_interval,
+        linkage_lag=defaults.batch_linkage_lag if linkage_lag is None else linkage_lag,
+    )
 
 
 class Engine:
@@ -198,6 +220,8 @@ class Engine:
     ) -> None:
         self.rules = rules or RuleSet.default()
         self.settings = settings or EngineSettings()
+        if self.settings.linkage_lag < 0:
+            raise ValueError("linkage_lag must be at least 0")
         self.intel = intel  # shared template signatures are matched here; IPs, agents, keys by the gateway
         self._template_intel: dict[str, str] = {}
         self.accounts = AccountTable()
@@ -205,7 +229,7 @@ class Engine:
         self.org_of: dict[str, str] = {}
         self._org_numbers: dict[str, int] = {}
         self._orgs = np.zeros(0, dtype=np.int64)
-        self._active = np.zeros(0, dtype=bool)  # active since the last linkage
+        self._active = np.zeros(0, dtype=bool)  # active since the cluster rules last ran
         self._account_active = np.zeros(0, dtype=bool)  # active since the last analysis
         self._emitted_rules = np.zeros(0, dtype=np.uint64)  # per account: digest of the rules last emitted (0: none)
         self._emitted_at = np.zeros(0)  # per account: when they were
@@ -217,7 +241,9 @@ class Engine:
         self._signup = np.zeros(0)  # per account number: its registry signup time (NaN: unknown)
         self._payment_shared_now: np.ndarray | None = None  # `_payment_shared()` until the registry changes
         self._clusters: Clusters | None = None  # the last linkage's
-        self._linked_at = -math.inf
+        self._linked_at = -math.inf  # when its graph was taken
+        self._linking: _Linking | None = None  # a linkage in the worker process (`linkage_lag`)
+        self._worker: ProcessPoolExecutor | None = None
         self._joinable: dict[int, _Joinable] = {}  # by cluster index of the last linkage
         self._kinds = frozenset(k for k in Evidence if FAMILY[k] not in self.settings.families_off)
         # per account number, as of the last linkage: the share of its requests on its most used template
@@ -336,18 +362,40 @@ class Engine:
     # -- analysis ---------------------------------------------------------------------------------------------
     def analyze(self, at: float, link: bool | None = None) -> list[Detection]:
         """Run the account rules on accounts active since the last analysis and, when `link` (default: when a
-        linkage interval has passed), link accounts and run the cluster rules."""
-        if link is None:
-            link = at >= self._next_linkage
+        linkage interval has passed), link accounts and run the cluster rules: at once, or with a `linkage_lag`
+        at the first analysis that lag later (`link=True`: at once, after a linkage in the worker is applied)."""
+        due = at >= self._next_linkage if link is None else link
         detections = self._request_detections(at) + self._account_detections(at)
-        if link:
-            detections += self._cluster_detections(at)
-            self._active[:] = False
+        linked = self._linking is not None and (at >= self._linking.due or bool(link))
+        if linked:
+            detections += self._linked(at)
+        if due:
             self._next_linkage = (at // self.settings.linkage_interval + 1) * self.settings.linkage_interval
-        else:
+            if self.settings.linkage_lag > 0 and link is None:
+                self._start_linkage(at)
+            else:
+                detections += self._cluster_detections(at, self.clusters(), at)
+                linked = True
+        if not linked:
             detections += self._join(at)
         self._account_active[:] = False
         return detections
+
+    def _linked(self, at: float) -> list[Detection]:
+        """The cluster rules on the clusters of the linkage in the worker (waiting for it if need be)."""
+        assert self._linking is not None
+        linking, self._linking = self._linking, None
+        clusters = clusters_of(linking.graph, linking.communities.result())
+        return self._cluster_detections(at, clusters, linking.at)
+
+    def _start_linkage(self, at: float) -> None:
+        graph = self._graph()
+        if self._worker is None:
+            # spawned, not forked: the engine's process may run threads (a server's), which a fork would copy mid-state
+            self._worker = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        found = self._worker.submit(communities, graph.vertices, graph.edges(), graph.weight)
+        lag = min(self.settings.linkage_lag, self.settings.linkage_interval / 2)
+        self._linking = _Linking(graph, at, at + lag, found)
 
     def _match_requests(self, batch: pa.RecordBatch | pa.Table) -> None:
         """Run the request rules on every request of the batch; tally their hits per subject (the key, account or
@@ -464,21 +512,28 @@ class Engine:
             self._orgs = np.concatenate([self._orgs, np.array(extra, dtype=np.int64)])
         return self._orgs
 
-    def clusters(self) -> Clusters:
-        return link(self.evidence, self._org_numbers_for(), weights=self.settings.evidence_weights)
+    def _graph(self) -> EvidenceGraph:
+        return evidence_graph(self.evidence, self._org_numbers_for(), weights=self.settings.evidence_weights)
 
-    def _cluster_detections(self, at: float) -> list[Detection]:
-        clusters = self.clusters()
+    def clusters(self) -> Clusters:
+        """A linkage of every account now, in this process."""
+        graph = self._graph()
+        return clusters_of(graph, communities(graph.vertices, graph.edges(), graph.weight))
+
+    def _cluster_detections(self, at: float, clusters: Clusters, linked_at: float) -> list[Detection]:
+        """The cluster rules on `clusters` (a linkage's of the evidence at `linked_at`), with what their members
+        have done until `at`; clusters without a member active since the last linkage are not judged."""
         count = len(self.accounts)
         requests = np.maximum(self.accounts.counts["requests"][:count], 1)
         # each request carries one key per signature band, so a band key's count is requests of one near-template
         self._template_share = self.evidence.top_counts(Evidence.TEMPLATE, count) / requests
         payment_shared = self._payment_shared()
-        self._clusters, self._linked_at, self._joinable = clusters, at, {}
+        self._clusters, self._linked_at, self._joinable = clusters, linked_at, {}
+        active, self._active[:] = self._active.copy(), False
         judged = []  # (cluster index, its confirmed members, their bar), for clusters with activity to judge
         for index, (members, strength) in enumerate(zip(clusters.members, clusters.strength, strict=True)):
             confirmed, bar = self._confirmed(members, strength)
-            if len(confirmed) >= 2 and self._active[confirmed].any():
+            if len(confirmed) >= 2 and active[confirmed].any():
                 judged.append((index, confirmed, bar))
         if not judged:
             return []

@@ -452,6 +452,11 @@ class EvidenceGraph:
     def vertices(self) -> int:
         return len(self.linked) + len(self.values)
 
+    def edges(self) -> np.ndarray:
+        """(account vertex, value vertex) per edge, values numbered after the accounts; int32 halves what a worker
+        process is sent."""
+        return np.column_stack([self.account_vertex, len(self.linked) + self.value_vertex]).astype(np.int32)
+
 
 def link(
     log: EvidenceLog,
@@ -466,7 +471,7 @@ def link(
 ) -> Clusters:
     """Cluster accounts by shared evidence (`evidence_graph`, then `communities`, then `clusters_of`)."""
     graph = evidence_graph(log, orgs, candidates=candidates, weights=weights, max_share=max_share)
-    return clusters_of(graph, communities(graph, resolution, seed), min_cluster)
+    return clusters_of(graph, communities(graph.vertices, graph.edges(), graph.weight, resolution, seed), min_cluster)
 
 
 def evidence_graph(
@@ -527,15 +532,16 @@ def evidence_graph(
     )
 
 
-def communities(graph: EvidenceGraph, resolution: float = 1.0, seed: int = 0) -> np.ndarray:
-    """Each vertex's Leiden community (accounts first, then values): the costly step of a linkage, and one that
-    needs nothing but the graph (`Engine` can run it in another process meanwhile)."""
-    if len(graph.account_vertex) == 0:
-        return np.zeros(graph.vertices, dtype=np.int64)
-    network = ig.Graph(n=graph.vertices)
-    # faster than Graph(edges=...)
-    network.add_edges(np.column_stack([graph.account_vertex, len(graph.linked) + graph.value_vertex]))
-    return np.array(_leiden(network, graph.weight, resolution, seed).membership, dtype=np.int64)
+def communities(
+    vertices: int, edges: np.ndarray, weights: np.ndarray, resolution: float = 1.0, seed: int = 0
+) -> np.ndarray:
+    """Each vertex's Leiden community (`EvidenceGraph.edges` numbering): the costly step of a linkage, and one that
+    needs nothing but these arrays (`Engine` can run it in another process meanwhile)."""
+    if len(edges) == 0:
+        return np.zeros(vertices, dtype=np.int64)
+    network = ig.Graph(n=vertices)
+    network.add_edges(edges)  # faster than Graph(edges=...)
+    return np.array(_leiden(network, weights, resolution, seed).membership, dtype=np.int64)
 
 
 def clusters_of(graph: EvidenceGraph, membership: np.ndarray, min_cluster: int = 3) -> Clusters:
