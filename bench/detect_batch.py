@@ -117,6 +117,9 @@ def main() -> None:
         f"{len(clusters.members):,} clusters"
     )
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
+    engine.close()
+    worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"peak RSS of the linkage worker process: {worker:,.0f} MiB" if worker else "no linkage worker process")
 
 
 if __name__ == "__main__":

@@ -453,7 +453,11 @@ def analyze(
         engine_config = replace(engine_config, linkage_interval=linkage_interval)
     if linkage_lag is not None:
         engine_config = replace(engine_config, linkage_lag=linkage_lag)
-    campaigns = analysis.analyze(batches, registry, Engine(settings=engine_config))
+    engine = Engine(settings=engine_config)
+    try:
+        campaigns = analysis.analyze(batches, registry, engine)
+    finally:
+        engine.close()
     analysis.write(campaigns, out, str(events_dir))
     typer.echo(analysis.report(campaigns, str(events_dir)), nl=False)
     typer.echo(f"-> {out / 'campaigns.json'}, {out / 'report.md'}")

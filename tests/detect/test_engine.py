@@ -322,6 +322,19 @@ def test_a_forced_linkage_applies_the_one_in_the_worker_first(stream: Stream) ->
     assert later and min(d.at for d in later) == T0 + 14 * INTERVAL
 
 
+def test_a_closed_engine_drops_the_linkage_in_its_worker_and_links_in_its_own_process(stream: Stream) -> None:
+    engine = Engine(settings=EngineSettings(analysis_interval=INTERVAL, linkage_lag=LAG))
+    engine.load_registry(stream.registry)
+    times = stream.events.column("time").to_numpy()
+    engine.observe(stream.events.slice(0, int(np.searchsorted(times, T0 + 7 * INTERVAL))))
+    engine.close()
+    engine.close()
+    # T0 + 6 h's linkage was dropped: not applied when due
+    assert [d for d in engine.analyze(T0 + 8 * INTERVAL) if d.level == "cluster"] == []
+    final = [d for d in engine.analyze(engine.now, link=True) if d.level == "cluster"]
+    assert set(stream.campaign) <= {a for d in final for a in d.accounts}
+
+
 def test_a_linkage_lag_is_at_most_half_the_linkage_interval(stream: Stream) -> None:
     lagged = observe_all(stream, EngineSettings(analysis_interval=INTERVAL, linkage_lag=DAY))
     times = sorted({d.at for d in cluster_detections(lagged)})

@@ -700,6 +700,12 @@ class Engine:
         shared[: len(self._payment_shared_now)] = self._payment_shared_now
         return shared
 
+    def close(self) -> None:
+        """Stop the worker process of lagged linkages, if one was started (a linkage in it is dropped)."""
+        if self._worker is not None:
+            self._worker.shutdown(cancel_futures=True)
+            self._worker, self._linking = None, None
+
     def run(self, batches: Iterable[pa.RecordBatch]) -> list[Detection]:
         detections: list[Detection] = []
         for batch in batches:
