@@ -2,9 +2,10 @@
 
 `observe` folds a time-ordered batch of events into the account table and the evidence log. Every
 `analysis_interval` seconds of event time, `analyze` runs the account rules on accounts active since the last
-analysis, links accounts into clusters, computes cluster features and runs the cluster rules. A detection names
-the accounts it covers, so a cluster hit covers its confirmed members, and an account created to replace a banned
-one is covered as soon as it links to the cluster at the next analysis.
+analysis; every `linkage_interval` it links accounts into clusters (with a `linkage_lag`, Leiden runs in a worker
+process and the clusters are applied that much later), computes cluster features and runs the cluster rules. A
+detection names the accounts it covers, so a cluster hit covers its confirmed members, and an account created to
+replace a banned one is covered as soon as it links to the cluster at the next analysis.
 """
 
 from __future__ import annotations
@@ -522,7 +523,7 @@ class Engine:
 
     def _cluster_detections(self, at: float, clusters: Clusters, linked_at: float) -> list[Detection]:
         """The cluster rules on `clusters` (a linkage's of the evidence at `linked_at`), with what their members
-        have done until `at`; clusters without a member active since the last linkage are not judged."""
+        have done until `at`; clusters without a member active since the cluster rules last ran are not judged."""
         count = len(self.accounts)
         requests = np.maximum(self.accounts.counts["requests"][:count], 1)
         # each request carries one key per signature band, so a band key's count is requests of one near-template
