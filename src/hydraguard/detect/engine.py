@@ -38,6 +38,7 @@ from hydraguard.detect.linkage import (
     clusters_of,
     communities,
     evidence_graph,
+    link,
     shared_across_orgs,
     value_hashes,
 )
@@ -518,8 +519,7 @@ class Engine:
 
     def clusters(self) -> Clusters:
         """A linkage of every account now, in this process."""
-        graph = self._graph()
-        return clusters_of(graph, communities(graph.vertices, graph.edges(), graph.weight))
+        return link(self.evidence, self._org_numbers_for(), weights=self.settings.evidence_weights)
 
     def _cluster_detections(self, at: float, clusters: Clusters, linked_at: float) -> list[Detection]:
         """The cluster rules on `clusters` (a linkage's of the evidence at `linked_at`), with what their members
