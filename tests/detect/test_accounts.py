@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from hydraguard.detect.accounts import PHASE_BINS, AccountTable
+from hydraguard.detect.accounts import PHASE_BINS, AccountTable, ClientAddresses
 from hydraguard.events.schema import RequestEvent, events_to_table
 
 DAY = 86_400.0
@@ -190,3 +190,13 @@ def test_any_split_of_a_mixed_stream_into_batches_gives_the_same_state() -> None
     assert whole.ua_bits.tolist()[: len(whole)] == split.ua_bits[numbers].tolist()
     requests = features_of(whole, "acct_3")["requests"]
     assert requests == sum(e.account_id == "acct_3" for e in events)
+
+
+def test_client_addresses_encode_each_row_s_address_and_its_subnet() -> None:
+    rows = ["203.0.113.7", None, "203.0.113.9", "2001:db8:1:2::7", "198.51.100.1", "203.0.113.7"]
+    addresses = ClientAddresses.of(pa.array(rows))
+    assert [addresses.ips[code] for code in addresses.code] == rows
+    subnets = [addresses.subnets[code] for code in addresses.row_subnets()]
+    assert subnets == ["203.0.113.0/24", None, "203.0.113.0/24", "2001:db8:1::/48", "198.51.100.0/24", "203.0.113.0/24"]
+    only_v4 = ClientAddresses.of(pa.array(["203.0.113.7", "10.1.2.3"]))
+    assert [only_v4.subnets[code] for code in only_v4.row_subnets()] == ["203.0.113.0/24", "10.1.2.0/24"]

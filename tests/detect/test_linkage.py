@@ -26,6 +26,7 @@ from hydraguard.detect.linkage import (
     Clusters,
     Evidence,
     EvidenceLog,
+    _band_keys,
     _merged,
     _pack,
     _probation,
@@ -351,6 +352,25 @@ def test_a_damaged_template_signature_carries_no_evidence_and_breaks_nothing(dam
     assert members(clusters, ids) == [{f"acct_user{i}" for i in range(9)}]  # the intact signatures still link
     _, kind, _, counts = log.incidences()
     assert counts[kind == int(Evidence.TEMPLATE)].sum() == (24 - 6) * TEMPLATE_BANDS
+
+
+def test_band_keys_are_read_from_the_signature_s_leading_hex_digits_of_any_slice_or_chunking() -> None:
+    good = "0123abcd" + "ffffffff" + "00000001" + "89abcdef" + "deadbeef" * 4
+    signatures = pa.array([good, None, "ABCDEF01" * 8, good[:31], "0123abcd" * 3 + "0123abcz", "é" * 40, good])
+    want_signed = [True, False, False, False, False, False, True]
+    want_keys = [0x0123ABCD, (1 << 32) | 0xFFFFFFFF, (2 << 32) | 1, (3 << 32) | 0x89ABCDEF]
+    signed, keys = _band_keys(signatures, 4)
+    assert signed.tolist() == want_signed
+    assert keys.tolist() == [want_keys, want_keys]
+    sliced, keys = _band_keys(signatures.slice(3), 4)
+    assert sliced.tolist() == want_signed[3:]
+    assert keys.tolist() == [want_keys]
+    chunked, keys = _band_keys(pa.chunked_array([signatures.slice(0, 2), signatures.slice(2)]), 4)
+    assert chunked.tolist() == want_signed
+    assert keys.shape == (2, 4)
+    nothing, keys = _band_keys(pa.array([None, None], pa.string()), 4)
+    assert nothing.tolist() == [False, False]
+    assert keys.shape == (0, 4)
 
 
 def test_most_shared_counts_the_members_one_value_of_a_kind_links() -> None:

@@ -88,25 +88,33 @@ def _any_bits(slot: np.ndarray, bit: np.ndarray, slots: int) -> np.ndarray:
 def _subnets(ips: pa.Array) -> pa.Array:
     """The /24 of an IPv4 address, the /48 of an IPv6 one (as text)."""
     v4 = pc.replace_substring_regex(ips, r"\.\d+$", ".0/24")
-    return pc.if_else(
-        pc.match_substring(ips, ":"), pc.replace_substring_regex(ips, r"^(([^:]*:){3}).*$", r"\1:/48"), v4
-    )
+    v6 = pc.match_substring(ips, ":")
+    if not pc.any(v6).as_py():  # the usual batch: its IPv6 pattern would cost as much again for nothing
+        return v4
+    return pc.if_else(v6, pc.replace_substring_regex(ips, r"^(([^:]*:){3}).*$", r"\1:/48"), v4)
 
 
 @dataclass(frozen=True)
 class ClientAddresses:
     """A batch's client IPs encoded once for the account table and the evidence log: each row's index into the
-    distinct addresses, and those addresses and their subnets (None for null)."""
+    distinct addresses, and those addresses; each address's index into the distinct subnets, and those subnets
+    (None for null)."""
 
     code: np.ndarray
     ips: list[str | None]
-    subnets: list[str | None]
     ip_hashes: np.ndarray  # CRC-32 of each distinct address (null: of ''), stable across processes
+    subnet_of: np.ndarray
+    subnets: list[str | None]
 
     @classmethod
     def of(cls, column: pa.Array | pa.ChunkedArray) -> ClientAddresses:
         code, ips = encode(column)
-        return cls(code, ips, _subnets(pa.array(ips, pa.string())).to_pylist(), _crc32([ip or "" for ip in ips]))
+        subnet_of, subnets = encode(_subnets(pa.array(ips, pa.string())))
+        return cls(code, ips, _crc32([ip or "" for ip in ips]), subnet_of, subnets)
+
+    def row_subnets(self) -> np.ndarray:
+        """Each row's index into `subnets`."""
+        return self.subnet_of[self.code]
 
 
 def distinct_estimate(bitmaps: np.ndarray) -> np.ndarray:
@@ -274,7 +282,7 @@ class AccountTable:
         addresses = addresses or ClientAddresses.of(batch.column("client_ip"))
         ip_bits = _bit_numbers(addresses.ips, addresses.ip_hashes)
         self.ip_bits[accounts] |= _any_bits(slot, ip_bits[addresses.code], slots)
-        self.subnet_bits[accounts] |= _any_bits(slot, _bit_numbers(addresses.subnets)[addresses.code], slots)
+        self.subnet_bits[accounts] |= _any_bits(slot, _bit_numbers(addresses.subnets)[addresses.row_subnets()], slots)
         agent_code, agents = encode(batch.column("user_agent"))
         self.ua_bits[accounts] |= _any_bits(slot, _bit_numbers(agents)[agent_code], slots)
         latest_row, latest_of = order[ends], accounts[acc[ends]]  # each account's latest row in the batch

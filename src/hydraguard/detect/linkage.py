@@ -146,19 +146,36 @@ def _pack(accounts: np.ndarray, kind: Evidence, hashes: np.ndarray) -> np.ndarra
     )
 
 
-def _hex_keys(signatures: pa.Array, bands: int) -> np.ndarray:
-    """(n, bands) uint64 values `band << 32 | key` from `template_signature` strings (8 hex digits per band; each
-    must start with at least `bands` of them, see `_signed`)."""
-    raw = pc.utf8_slice_codeunits(signatures, 0, 8 * bands).to_numpy(zero_copy_only=False)
-    keys = np.frombuffer(bytes.fromhex("".join(raw.tolist())), dtype=">u4").reshape(len(raw), bands)
-    return keys.astype(np.uint64) | (np.arange(bands, dtype=np.uint64) << np.uint64(32))
+def _hex_pairs() -> np.ndarray:
+    """Two hex digits (lower case), read as one native uint16, to the byte they spell; 256 for anything else."""
+    table = np.full(1 << 16, 256, dtype=np.uint16)
+    digits = b"0123456789abcdef"
+    pairs = np.frombuffer(b"".join(bytes((hi, lo)) for hi in digits for lo in digits), dtype=np.uint16)
+    table[pairs] = np.arange(256, dtype=np.uint16)
+    return table
 
 
-def _signed(signatures: pa.Array | pa.ChunkedArray, bands: int) -> np.ndarray:
-    """Mask of the signatures that start with `bands` band keys of 8 lower-case hex digits (others, from a damaged
-    or foreign log, carry no template evidence)."""
-    pattern = f"^[0-9a-f]{{{8 * bands}}}"
-    return pc.fill_null(pc.match_substring_regex(signatures, pattern), False).to_numpy(zero_copy_only=False)
+_HEX_PAIRS = _hex_pairs()
+
+
+def _band_keys(signatures: pa.Array | pa.ChunkedArray, bands: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows whose `template_signature` starts with `bands` band keys of 8 lower-case hex digits (others, from a
+    damaged or foreign log, carry no template evidence), and those rows' (rows, bands) uint64 values
+    `band << 32 | key`. Decoded from the column's own buffers: a Python string per row was most of the cost."""
+    array = signatures.combine_chunks() if isinstance(signatures, pa.ChunkedArray) else signatures
+    array = array.cast(pa.large_string())
+    width = 8 * bands
+    _, offset_buffer, data_buffer = array.buffers()
+    offsets = np.frombuffer(offset_buffer, dtype=np.int64, count=len(array) + 1, offset=8 * array.offset)
+    starts = offsets[:-1]
+    signed = (offsets[1:] - starts >= width) & array.is_valid().to_numpy(zero_copy_only=False)
+    rows = np.flatnonzero(signed)
+    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.zeros(0, dtype=np.uint8)
+    spelled = _HEX_PAIRS[data[starts[rows, None] + np.arange(width)].view(np.uint16)]
+    hexed = (spelled < 256).all(axis=1)
+    signed[rows[~hexed]] = False
+    keys = spelled[hexed].astype(np.uint8).view(">u4")
+    return signed, keys.astype(np.uint64) | (np.arange(bands, dtype=np.uint64) << np.uint64(32))
 
 
 @dataclass
@@ -237,12 +254,11 @@ class EvidenceLog:
     ) -> None:
         """Evidence of the batch's requests (`accounts`: each row's account number); `addresses`: its client IPs,
         if the caller has encoded them already."""
-        signatures = batch.column("template_signature")
-        valid = _signed(signatures, TEMPLATE_BANDS)
-        if Evidence.TEMPLATE in kinds and valid.any():
-            keys = _hex_keys(signatures.filter(pa.array(valid)), TEMPLATE_BANDS)
-            time = float(pc.max(batch.column("time")).as_py())
-            self.add(_pack(np.repeat(accounts[valid], TEMPLATE_BANDS), Evidence.TEMPLATE, keys.ravel()), time)
+        if Evidence.TEMPLATE in kinds:
+            signed, keys = _band_keys(batch.column("template_signature"), TEMPLATE_BANDS)
+            if signed.any():
+                time = float(pc.max(batch.column("time")).as_py())
+                self.add(_pack(np.repeat(accounts[signed], TEMPLATE_BANDS), Evidence.TEMPLATE, keys.ravel()), time)
         if Evidence.INTEL in kinds:
             self._observe_intel(accounts, batch.column("intel_matches"))
         for kind, name in EVENT_EVIDENCE.items():
@@ -259,18 +275,20 @@ class EvidenceLog:
     def _observe_subnets(self, accounts: np.ndarray, addresses: ClientAddresses) -> None:
         """Client subnets, sampled by hash (`SUBNET_SAMPLE`)."""
         known = np.array([subnet is not None for subnet in addresses.subnets], dtype=bool)
-        unique, subnet_code = np.unique(np.array(addresses.subnets, dtype=object)[known], return_inverse=True)
-        unique_hashes = value_hashes(unique.tolist())
-        kept = (unique_hashes % np.uint64(SUBNET_SAMPLE)) == 0
+        hashes = np.zeros(len(known), dtype=np.uint64)
+        hashes[known] = value_hashes([subnet for subnet in addresses.subnets if subnet is not None])
+        kept = known & ((hashes % np.uint64(SUBNET_SAMPLE)) == 0)  # a request without a client IP has no subnet
+        chosen = np.flatnonzero(kept)
         self._names.update(
-            zip(_value_ids(Evidence.CLIENT_SUBNET, unique_hashes[kept]).tolist(), unique[kept].tolist(), strict=True)
+            zip(
+                _value_ids(Evidence.CLIENT_SUBNET, hashes[chosen]).tolist(),
+                [addresses.subnets[i] for i in chosen.tolist()],
+                strict=True,
+            )
         )
-        hash_of_ip = np.zeros(len(known), dtype=np.uint64)
-        hash_of_ip[known] = unique_hashes[subnet_code]
-        rows = known[addresses.code]  # a request without a client IP has no subnet to share
-        hashes = hash_of_ip[addresses.code]
-        sampled = rows & ((hashes % np.uint64(SUBNET_SAMPLE)) == 0)
-        self.add(_pack(accounts[sampled], Evidence.CLIENT_SUBNET, hashes[sampled]))
+        subnet = addresses.row_subnets()
+        sampled = kept[subnet]
+        self.add(_pack(accounts[sampled], Evidence.CLIENT_SUBNET, hashes[subnet[sampled]]))
 
     def _observe_ip_hours(
         self, accounts: np.ndarray, times: pa.ChunkedArray | pa.Array, addresses: ClientAddresses
