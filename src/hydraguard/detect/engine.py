@@ -157,6 +157,12 @@ def _request_features(columns: dict[str, np.ndarray], row: int) -> dict[str, Fea
     return {name: feature_value(values, row) for name, values in columns.items()}
 
 
+def _with_accounts(batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch | pa.Table:
+    """The batch's requests that have an account (a batch without nulls as it is: a filter copies every column)."""
+    accounts = batch.column("account_id")
+    return batch.filter(pc.is_valid(accounts)) if accounts.null_count else batch
+
+
 @dataclass(frozen=True)
 class _Linking:
     """A linkage whose communities the worker process is finding: the graph taken at `at`, applied from `due`."""
@@ -285,7 +291,7 @@ class Engine:
         detections: list[Detection] = []
         batch = batch.select(COLUMNS) if set(batch.schema.names) != set(COLUMNS) else batch
         if not self._request_rules:  # only request rules read requests without an account
-            batch = batch.filter(pc.is_valid(batch.column("account_id")))
+            batch = _with_accounts(batch)
         if batch.num_rows == 0:
             return detections
         times = batch.column("time").to_numpy()
@@ -335,7 +341,7 @@ class Engine:
         self.now = max(self.now, float(batch.column("time")[-1].as_py()))
         if self._request_rules:
             self._match_requests(batch)
-            batch = batch.filter(pc.is_valid(batch.column("account_id")))  # the rest is about accounts
+            batch = _with_accounts(batch)  # the rest is about accounts
             if batch.num_rows == 0:
                 return
         batch = self._with_template_intel(batch)
