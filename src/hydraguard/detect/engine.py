@@ -129,17 +129,19 @@ class _RequestHits:
     _latest: dict[str, tuple[dict[str, np.ndarray], int]] = field(default_factory=dict)  # (batch columns, row)
     _shown: tuple[dict[str, np.ndarray], int] | None = None  # the request whose features the detection shows
 
-    def count(
-        self, rule: Rule, requests: int, accounts: Iterable[str | None], columns: dict[str, np.ndarray], latest: int
-    ) -> None:
-        """`requests` more requests matched `rule`, from these accounts; `latest`: the last one's row in `columns`."""
+    def count(self, rule: Rule, requests: int, accounts: list[str], latest: tuple[dict[str, np.ndarray], int]) -> None:
+        """`requests` more requests matched `rule`, from these accounts; `latest`: the last one (batch columns,
+        row)."""
         self._rules[rule.id] = rule
         self._requests[rule.id] = self._requests.get(rule.id, 0) + requests
-        self._latest[rule.id] = self._shown = (columns, latest)
-        self.accounts.update(a for a in accounts if a)
+        self._latest[rule.id] = self._shown = latest
+        self.accounts.update(accounts)
 
     def rules(self) -> list[Rule]:
         return list(self._rules.values())
+
+    def rule_ids(self) -> frozenset[str]:
+        return frozenset(self._rules)
 
     def features(self) -> dict[str, FeatureValue]:
         return {} if self._shown is None else _request_features(*self._shown)
@@ -432,27 +434,31 @@ class Engine:
             latest = np.zeros(len(values), dtype=np.int64)
             latest[subject_of[last]] = rows[last]
             sent = np.unique(subject_of * len(owners) + owner_of)
-            senders: list[list[str | None]] = [[] for _ in values]
+            senders: list[list[str]] = [[] for _ in values]
             for pair in sent.tolist():
-                senders[pair // len(owners)].append(owners[pair % len(owners)])
-            for number, value in enumerate(values):
+                owner = owners[pair % len(owners)]
+                if owner:  # null or empty: no account
+                    senders[pair // len(owners)].append(owner)
+            for number, (value, row) in enumerate(zip(values, latest.tolist(), strict=True)):
                 if value is None:  # an unauthenticated request has no key to act on
                     continue
                 subject = value if scope is ScopeKind.ACCOUNT else f"{scope}:{value}"
                 tally = self._request_hits.get(subject)
                 if tally is None:
                     tally = self._request_hits[subject] = _RequestHits()
-                tally.count(rule, requests[number], senders[number], columns, int(latest[number]))
+                tally.count(rule, requests[number], senders[number], (columns, row))
 
     def _request_detections(self, at: float) -> list[Detection]:
         """A subject's request-rule hits since the last analysis, emitted as account detections are: when the rules
         it fires change, and again when its decisions near their TTL (shadow hits: every `renew_interval`)."""
         detections = []
+        renew_of: dict[frozenset[str], float] = {}  # by the rules a subject fires: most subjects fire the same few
         for subject, tally in sorted(self._request_hits.items()):
-            matched = tally.rules()
-            rules = frozenset(rule.id for rule in matched)
-            enforcing = [rule.ttl for rule in matched if rule.action in ENFORCING and not rule.shadow and rule.ttl]
-            renew = min([self.settings.renew_interval, *(ttl / 2 for ttl in enforcing)])
+            rules = tally.rule_ids()
+            renew = renew_of.get(rules)
+            if renew is None:
+                enforcing = [r.ttl for r in tally.rules() if r.action in ENFORCING and not r.shadow and r.ttl]
+                renew = renew_of[rules] = min([self.settings.renew_interval, *(ttl / 2 for ttl in enforcing)])
             before = self._request_emitted.get(subject)
             if before is not None and before[0] == rules and at - before[1] < renew:
                 continue
