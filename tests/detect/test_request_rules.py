@@ -78,6 +78,31 @@ def test_hits_are_tallied_per_subject_and_emitted_at_the_next_analysis() -> None
     assert later.subject == "key:key_a" and later.hits[0].reasons[-1] == "1 matching requests"
 
 
+def test_a_subject_s_hits_are_merged_across_batches_and_rules() -> None:
+    rules = RuleSet(
+        (
+            request_rule("elicits-from", "request.reasoning_extraction_score >= 0.9", "ip"),
+            request_rule("guesses-keys", "request.refusal_reason == invalid_api_key", "ip"),
+        )
+    )
+    engine = Engine(rules, EngineSettings())
+    first = [event(n, account_id=f"acct_{n}", key_id=f"key_{n}", reasoning_extraction_score=0.95) for n in (0, 1)]
+    second = [
+        event(2, status=401, refusal_reason="invalid_api_key"),
+        event(3, account_id="acct_0", key_id="key_0", reasoning_extraction_score=0.97),
+        event(4, account_id="acct_2", key_id="key_2", client_ip="203.0.113.5", reasoning_extraction_score=0.3),
+    ]
+    detections = engine.observe(events_to_table(first)) + engine.observe(events_to_table(second))
+    (detection,) = detections + engine.advance(T0 + HOUR)
+    assert (detection.subject, detection.accounts) == ("ip:198.51.100.9", ("acct_0", "acct_1"))
+    assert [(h.rule_id, h.reasons[-1]) for h in detection.hits] == [
+        ("elicits-from", "3 matching requests"),
+        ("guesses-keys", "1 matching requests"),
+    ]
+    assert detection.hits[0].reasons[0] == "request.reasoning_extraction_score = 0.97 (>= 0.9)"  # its latest request
+    assert detection.features["request.reasoning_extraction_score"] == 0.97  # the latest request of either rule
+
+
 def test_the_policy_acts_on_the_key_or_the_address_a_request_rule_names() -> None:
     events = [event(0, account_id="acct_a", key_id="key_a", reasoning_extraction_score=0.95)]
     events.append(event(1, status=401, refusal_reason="invalid_api_key", client_ip="2001:db8::7"))

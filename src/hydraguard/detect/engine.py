@@ -117,41 +117,82 @@ class Detection:
         return any(hit.action in ENFORCING and not hit.shadow for hit in self.hits)
 
 
+@dataclass(frozen=True)
+class _Matched:
+    """One request rule's matches in one batch, per subject (the key, account or address the rule acts on)."""
+
+    batch: int  # the batch's number since the last analysis
+    rule: int  # index into the tally's rules
+    subjects: list[str]  # distinct
+    requests: np.ndarray  # per subject: how many requests matched
+    latest: np.ndarray  # per subject: its last matching request's row in `columns`
+    columns: dict[str, np.ndarray]  # the batch's request fields
+    pair_subject: np.ndarray  # per distinct (subject, account) pair: index into `subjects`
+    pair_account: list[str]
+
+
 @dataclass
-class _RequestHits:
-    """One subject's request-rule hits since the last analysis: per rule, how many requests and the latest one.
-    Requests are explained only when the subject is emitted (most tallies are not, between renewals), from the
-    columns of the batch they came in."""
+class _RequestTally:
+    """The request rules' matches since the last analysis, kept as the batches gave them and merged per subject
+    only at the analysis (a Python object per subject and batch was most of what request rules cost); requests
+    are explained only for the subjects emitted (most are not, between renewals)."""
 
-    accounts: set[str] = field(default_factory=set)
-    _rules: dict[str, Rule] = field(default_factory=dict)  # by id, in the order they first matched
-    _requests: dict[str, int] = field(default_factory=dict)  # by rule id
-    _latest: dict[str, tuple[dict[str, np.ndarray], int]] = field(default_factory=dict)  # (batch columns, row)
-    _shown: tuple[dict[str, np.ndarray], int] | None = None  # the request whose features the detection shows
+    rules: tuple[Rule, ...]
+    matched: list[_Matched] = field(default_factory=list)
+    batches: int = 0
 
-    def count(self, rule: Rule, requests: int, accounts: list[str], latest: tuple[dict[str, np.ndarray], int]) -> None:
-        """`requests` more requests matched `rule`, from these accounts; `latest`: the last one (batch columns,
-        row)."""
-        self._rules[rule.id] = rule
-        self._requests[rule.id] = self._requests.get(rule.id, 0) + requests
-        self._latest[rule.id] = self._shown = latest
-        self.accounts.update(accounts)
+    def merged(self) -> _SubjectHits:
+        index: dict[str, int] = {}  # subject -> its number
+        numbers = [
+            np.array([index.setdefault(subject, len(index)) for subject in m.subjects], dtype=np.int64)
+            for m in self.matched
+        ]
+        return _SubjectHits(self, index, numbers)
 
-    def rules(self) -> list[Rule]:
-        return list(self._rules.values())
 
-    def rule_ids(self) -> frozenset[str]:
-        return frozenset(self._rules)
+class _SubjectHits:
+    """The tally merged per subject: per rule, its requests and the latest one; the request the detection shows
+    (the latest matched by any rule) and the accounts that sent them."""
 
-    def features(self) -> dict[str, FeatureValue]:
-        return {} if self._shown is None else _request_features(*self._shown)
+    def __init__(self, tally: _RequestTally, index: dict[str, int], numbers: list[np.ndarray]) -> None:
+        """`numbers`: for each batch's matches, its subjects' numbers in `index`."""
+        self.tally, self.index = tally, index
+        subjects, rules = len(index), len(tally.rules)
+        self.requests = np.zeros((subjects, rules), dtype=np.int64)
+        self._latest_part = np.full((subjects, rules), -1, dtype=np.int64)  # index into `tally.matched`
+        self._latest_row = np.zeros((subjects, rules), dtype=np.int64)
+        # the latest request of any rule: (batch << 32 | row), and where it is
+        self._shown = np.full(subjects, -1, dtype=np.int64)
+        self._shown_part = np.zeros(subjects, dtype=np.int64)
+        for part, (m, number) in enumerate(zip(tally.matched, numbers, strict=True)):
+            self.requests[number, m.rule] += m.requests  # a batch's subjects are distinct: no repeated index
+            self._latest_part[number, m.rule] = part
+            self._latest_row[number, m.rule] = m.latest
+            latest = (m.batch << 32) | m.latest
+            newer = latest > self._shown[number]
+            self._shown[number[newer]], self._shown_part[number[newer]] = latest[newer], part
+        pair_subject = np.concatenate([n[m.pair_subject] for m, n in zip(tally.matched, numbers, strict=True)])
+        order = np.argsort(pair_subject, kind="stable")
+        self._pair_subject = pair_subject[order]
+        self._pair_account = np.array([a for m in tally.matched for a in m.pair_account], dtype=object)[order]
 
-    def hits(self) -> list[Hit]:
-        """Per rule, its hit explained by its latest request, with how many requests matched it."""
+    def accounts(self, subject: int) -> tuple[str, ...]:
+        low, high = np.searchsorted(self._pair_subject, [subject, subject + 1]).tolist()
+        return tuple(sorted(set(self._pair_account[low:high].tolist())))
+
+    def features(self, subject: int) -> dict[str, FeatureValue]:
+        row = int(self._shown[subject] & 0xFFFFFFFF)
+        return _request_features(self.tally.matched[self._shown_part[subject]].columns, row)
+
+    def hits(self, subject: int) -> list[Hit]:
+        """Per rule it fired, in load order, its hit explained by its latest request, with how many requests
+        matched it."""
         hits = []
-        for rule_id, latest in self._latest.items():
-            hit = RuleSet((self._rules[rule_id],)).evaluate("request", _request_features(*latest))[0]
-            hits.append(replace(hit, reasons=(*hit.reasons, f"{self._requests[rule_id]} matching requests")))
+        for rule in np.flatnonzero(self.requests[subject]).tolist():
+            columns = self.tally.matched[self._latest_part[subject, rule]].columns
+            features = _request_features(columns, int(self._latest_row[subject, rule]))
+            hit = RuleSet((self.tally.rules[rule],)).evaluate("request", features)[0]
+            hits.append(replace(hit, reasons=(*hit.reasons, f"{self.requests[subject, rule]} matching requests")))
         return hits
 
 
@@ -265,7 +306,7 @@ class Engine:
         self._request_fields = sorted(
             {f.removeprefix("request.") for r in self._request_rules for f in r.when.features()}
         )
-        self._request_hits: dict[str, _RequestHits] = {}  # by subject, since the last analysis
+        self._request_tally = _RequestTally(self._request_rules)  # since the last analysis
         self._request_emitted: dict[str, tuple[frozenset[str], float]] = {}  # by subject: its rules, when emitted
 
     # -- input ------------------------------------------------------------------------------------------------
@@ -421,52 +462,62 @@ class Engine:
                 )
         firing = self.rules.fire("request", columns, batch.num_rows)
         accounts = batch.column("account_id")
-        for rule, mask in zip(firing.rules, firing.masks, strict=True):
+        for index, mask in enumerate(firing.masks):
             rows = np.flatnonzero(mask)
             if len(rows) == 0:
                 continue
-            scope, taken = rule.scope, pa.array(rows)
+            scope, taken = self._request_rules[index].scope, pa.array(rows)
             # per subject (key, account or address): its requests, its latest row and the accounts that sent them
             subject_of, values = encode(batch.column(SCOPE_COLUMN[scope]).take(taken))
             owner_of, owners = encode(accounts.take(taken))
-            requests = np.bincount(subject_of, minlength=len(values)).tolist()
             last = len(rows) - 1 - np.unique(subject_of[::-1], return_index=True)[1]  # rows ascend: the last one
             latest = np.zeros(len(values), dtype=np.int64)
             latest[subject_of[last]] = rows[last]
+            named = np.array([value is not None for value in values], dtype=bool)  # unauthenticated: no key
+            renumber = np.cumsum(named) - 1
             sent = np.unique(subject_of * len(owners) + owner_of)
-            senders: list[list[str]] = [[] for _ in values]
-            for pair in sent.tolist():
-                owner = owners[pair % len(owners)]
-                if owner:  # null or empty: no account
-                    senders[pair // len(owners)].append(owner)
-            for number, (value, row) in enumerate(zip(values, latest.tolist(), strict=True)):
-                if value is None:  # an unauthenticated request has no key to act on
-                    continue
-                subject = value if scope is ScopeKind.ACCOUNT else f"{scope}:{value}"
-                tally = self._request_hits.get(subject)
-                if tally is None:
-                    tally = self._request_hits[subject] = _RequestHits()
-                tally.count(rule, requests[number], senders[number], (columns, row))
+            pair_subject, pair_owner = sent // len(owners), sent % len(owners)
+            real = named[pair_subject] & np.array([bool(o) for o in owners], dtype=bool)[pair_owner]  # null, '': none
+            self._request_tally.matched.append(
+                _Matched(
+                    batch=self._request_tally.batches,
+                    rule=index,
+                    subjects=[v if scope is ScopeKind.ACCOUNT else f"{scope}:{v}" for v in values if v is not None],
+                    requests=np.bincount(subject_of, minlength=len(values))[named],
+                    latest=latest[named],
+                    columns=columns,
+                    pair_subject=renumber[pair_subject[real]],
+                    pair_account=[owners[o] for o in pair_owner[real].tolist()],
+                )
+            )
+        self._request_tally.batches += 1
 
     def _request_detections(self, at: float) -> list[Detection]:
         """A subject's request-rule hits since the last analysis, emitted as account detections are: when the rules
         it fires change, and again when its decisions near their TTL (shadow hits: every `renew_interval`)."""
+        tally, self._request_tally = self._request_tally, _RequestTally(self._request_rules)
+        if not tally.matched:
+            return []
+        merged = tally.merged()
         detections = []
-        renew_of: dict[frozenset[str], float] = {}  # by the rules a subject fires: most subjects fire the same few
-        for subject, tally in sorted(self._request_hits.items()):
-            rules = tally.rule_ids()
-            renew = renew_of.get(rules)
-            if renew is None:
-                enforcing = [r.ttl for r in tally.rules() if r.action in ENFORCING and not r.shadow and r.ttl]
-                renew = renew_of[rules] = min([self.settings.renew_interval, *(ttl / 2 for ttl in enforcing)])
+        # by the rules a subject fires (most fire the same few): their ids, and how soon they are emitted again
+        known: dict[bytes, tuple[frozenset[str], float]] = {}
+        for subject in sorted(merged.index):
+            number = merged.index[subject]
+            fired = merged.requests[number] > 0
+            rules, renew = known.get(fired.tobytes(), (frozenset(), -1.0))
+            if renew < 0:
+                matched = [tally.rules[i] for i in np.flatnonzero(fired).tolist()]
+                enforcing = [r.ttl for r in matched if r.action in ENFORCING and not r.shadow and r.ttl]
+                rules = frozenset(r.id for r in matched)
+                renew = min([self.settings.renew_interval, *(ttl / 2 for ttl in enforcing)])
+                known[fired.tobytes()] = (rules, renew)
             before = self._request_emitted.get(subject)
             if before is not None and before[0] == rules and at - before[1] < renew:
                 continue
             self._request_emitted[subject] = (rules, at)
-            hits = tuple(tally.hits())
-            accounts = tuple(sorted(tally.accounts))
-            detections.append(Detection(at, "request", subject, accounts, hits, tally.features()))
-        self._request_hits = {}
+            hits = tuple(merged.hits(number))
+            detections.append(Detection(at, "request", subject, merged.accounts(number), hits, merged.features(number)))
         return detections
 
     def account_features(self, numbers: np.ndarray) -> dict[str, np.ndarray]:
