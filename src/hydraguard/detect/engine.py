@@ -43,7 +43,17 @@ from hydraguard.detect.linkage import (
     value_hashes,
 )
 from hydraguard.detect.request import signature_bands
-from hydraguard.detect.rules import REQUEST_TEXT, Action, FeatureValue, Hit, Level, Rule, RuleSet, feature_value
+from hydraguard.detect.rules import (
+    REQUEST_TEXT,
+    Action,
+    FeatureValue,
+    Hit,
+    Level,
+    Rule,
+    RuleSet,
+    feature_value,
+    fired_hit,
+)
 from hydraguard.detect.samples import RecentTemplates, TemplateSample
 
 if TYPE_CHECKING:
@@ -191,7 +201,7 @@ class _SubjectHits:
         for rule in np.flatnonzero(self.requests[subject]).tolist():
             columns = self.tally.matched[self._latest_part[subject, rule]].columns
             features = _request_features(columns, int(self._latest_row[subject, rule]))
-            hit = RuleSet((self.tally.rules[rule],)).evaluate("request", features)[0]
+            hit = fired_hit(self.tally.rules[rule], features)
             hits.append(replace(hit, reasons=(*hit.reasons, f"{self.requests[subject, rule]} matching requests")))
         return hits
 

@@ -123,10 +123,11 @@ def _kind(value: object) -> str | None:
     """The literal kind a value compares as; None for an absent, NaN or unsupported value."""
     if isinstance(value, bool):
         return "bool"
-    if isinstance(value, Real):
-        return None if value != value else "number"  # NaN: as if absent
     if isinstance(value, str):
         return "string"
+    # the concrete types first: the `Real` check (numpy scalars) is an ABC's, many times slower
+    if isinstance(value, float | int | Real):
+        return None if value != value else "number"  # NaN: as if absent
     return None
 
 
@@ -540,12 +541,13 @@ class Firing:
         per_row = zip(*taken, strict=True) if taken else [()] * len(rows)
         for row, values in zip(rows.tolist(), per_row, strict=True):
             features = dict(zip(names, values, strict=True))
-            hits = [
-                _hit(rule, rule.when.why(features, True))
-                for rule, mask in zip(self.rules, self.masks, strict=True)
-                if mask[row]
-            ]
+            hits = [fired_hit(rule, features) for rule, mask in zip(self.rules, self.masks, strict=True) if mask[row]]
             yield row, features, hits
+
+
+def fired_hit(rule: Rule, features: Features) -> Hit:
+    """The hit of a rule on features it is known to fire on (its column said so), explained by them."""
+    return _hit(rule, rule.when.why(features, True))
 
 
 def feature_value(column: np.ndarray, row: int) -> FeatureValue:
