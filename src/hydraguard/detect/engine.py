@@ -515,13 +515,13 @@ class Engine:
         for subject in sorted(merged.index):
             number = merged.index[subject]
             fired = merged.requests[number] > 0
-            rules, renew = known.get(fired.tobytes(), (frozenset(), -1.0))
-            if renew < 0:
+            key = fired.tobytes()
+            if key not in known:
                 matched = [tally.rules[i] for i in np.flatnonzero(fired).tolist()]
                 enforcing = [r.ttl for r in matched if r.action in ENFORCING and not r.shadow and r.ttl]
-                rules = frozenset(r.id for r in matched)
                 renew = min([self.settings.renew_interval, *(ttl / 2 for ttl in enforcing)])
-                known[fired.tobytes()] = (rules, renew)
+                known[key] = (frozenset(r.id for r in matched), renew)
+            rules, renew = known[key]
             before = self._request_emitted.get(subject)
             if before is not None and before[0] == rules and at - before[1] < renew:
                 continue
