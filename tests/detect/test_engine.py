@@ -304,6 +304,45 @@ def test_a_lagged_linkage_applies_the_clusters_of_its_graph_that_much_later(
     assert covered(lagged.detections) == covered(observed_every.detections)
 
 
+def test_a_lagged_linkage_brings_the_template_shares_of_its_graph(stream: Stream) -> None:
+    """The template shares (`top_template_share`) a linkage sets are taken with its graph, as linking at once takes
+    them, not when its clusters are applied `LAG` later."""
+    # between the linkage of T0 + 6 h and its clusters at T0 + 8 h, one campaign account sends one-off prompts: its
+    # share of requests on its template falls
+    rng = np.random.default_rng(7)
+    one_offs = [
+        _event(
+            T0 + 6.5 * INTERVAL + 10.0 * n,
+            "acct_hydra00",
+            "org_hydra00",
+            10**6 + n,
+            template_signature=rng.bytes(32).hex(),
+        )
+        for n in range(100)
+    ]
+    events = pa.concat_tables([stream.events, events_to_table(one_offs)]).sort_by("time")
+    times = events.column("time").to_numpy()
+
+    def engine_until(hours: int, lag: float) -> Engine:
+        engine = Engine(settings=EngineSettings(analysis_interval=INTERVAL, linkage_lag=lag))
+        engine.load_registry(stream.registry)
+        engine.observe(events.slice(0, int(np.searchsorted(times, T0 + hours * INTERVAL))))
+        engine.advance(T0 + hours * INTERVAL)
+        return engine
+
+    def shares(engine: Engine, ids: list[str]) -> np.ndarray:
+        numbers = np.array([engine.accounts.index[account] for account in ids])
+        return engine.account_features(numbers)["top_template_share"]
+
+    lagged = engine_until(8, LAG)  # its linkage of T0 + 6 h applied at T0 + 8 h
+    ids = list(lagged.accounts.ids)
+    lagged_shares = shares(lagged, ids)
+    lagged.close()
+    np.testing.assert_array_equal(lagged_shares, shares(engine_until(6, 0.0), ids))
+    at_once_later = engine_until(12, 0.0)  # linked at T0 + 12 h, with the one-offs
+    assert shares(at_once_later, ["acct_hydra00"])[0] < lagged_shares[ids.index("acct_hydra00")] == 1.0
+
+
 def test_a_forced_linkage_applies_the_one_in_the_worker_first(stream: Stream) -> None:
     engine = Engine(settings=EngineSettings(analysis_interval=INTERVAL, linkage_lag=LAG))
     engine.load_registry(stream.registry)

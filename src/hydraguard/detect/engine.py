@@ -221,6 +221,7 @@ class _Linking:
     """A linkage whose communities the worker process is finding: the graph taken at `at`, applied from `due`."""
 
     graph: EvidenceGraph
+    template_share: np.ndarray  # `Engine._template_shares()` at `at`
     at: float
     due: float
     communities: Future[np.ndarray]
@@ -435,7 +436,8 @@ class Engine:
             if self.settings.linkage_lag > 0 and link is None:
                 self._start_linkage(at)
             else:
-                detections += self._cluster_detections(at, self.clusters(), at)
+                clusters = self.clusters()
+                detections += self._cluster_detections(at, clusters, at, self._template_shares())
                 linked = True
         if not linked:
             detections += self._join(at)
@@ -447,7 +449,7 @@ class Engine:
         assert self._linking is not None
         linking, self._linking = self._linking, None
         clusters = clusters_of(linking.graph, linking.communities.result())
-        return self._cluster_detections(at, clusters, linking.at)
+        return self._cluster_detections(at, clusters, linking.at, linking.template_share)
 
     def _start_linkage(self, at: float) -> None:
         graph = self._graph()
@@ -456,7 +458,15 @@ class Engine:
             self._worker = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
         found = self._worker.submit(communities, graph.vertices, graph.edges(), graph.weight)
         lag = min(self.settings.linkage_lag, self.settings.linkage_interval / 2)
-        self._linking = _Linking(graph, at, at + lag, found)
+        self._linking = _Linking(graph, self._template_shares(), at, at + lag, found)
+
+    def _template_shares(self) -> np.ndarray:
+        """Per account number: the share of its requests on its most used template, from the evidence as it is (taken
+        with a linkage's graph, when the evidence log has just been compacted for it)."""
+        count = len(self.accounts)
+        requests = np.maximum(self.accounts.counts["requests"][:count], 1)
+        # each request carries one key per signature band, so a band key's count is requests of one near-template
+        return self.evidence.top_counts(Evidence.TEMPLATE, count) / requests
 
     def _match_requests(self, batch: pa.RecordBatch | pa.Table) -> None:
         """Run the request rules on every request of the batch; tally their hits per subject (the key, account or
@@ -594,13 +604,13 @@ class Engine:
         """A linkage of every account now, in this process."""
         return link(self.evidence, self._org_numbers_for(), weights=self.settings.evidence_weights)
 
-    def _cluster_detections(self, at: float, clusters: Clusters, linked_at: float) -> list[Detection]:
-        """The cluster rules on `clusters` (a linkage's of the evidence at `linked_at`), with what their members
-        have done until `at`; clusters without a member active since the cluster rules last ran are not judged."""
-        count = len(self.accounts)
-        requests = np.maximum(self.accounts.counts["requests"][:count], 1)
-        # each request carries one key per signature band, so a band key's count is requests of one near-template
-        self._template_share = self.evidence.top_counts(Evidence.TEMPLATE, count) / requests
+    def _cluster_detections(
+        self, at: float, clusters: Clusters, linked_at: float, template_share: np.ndarray
+    ) -> list[Detection]:
+        """The cluster rules on `clusters` (a linkage's of the evidence at `linked_at`, with the template shares of
+        then: `_template_shares`), with what their members have done until `at`; clusters without a member active
+        since the cluster rules last ran are not judged."""
+        self._template_share = template_share
         payment_shared = self._payment_shared()
         self._clusters, self._linked_at, self._joinable = clusters, linked_at, {}
         active, self._active[:] = self._active.copy(), False
