@@ -31,6 +31,7 @@ from hydraguard.detect.linkage import (
     _pack,
     _probation,
     _top_of_runs,
+    lead_over_other_orgs,
     link,
     shared_across_orgs,
     value_hashes,
@@ -337,6 +338,21 @@ def test_a_value_is_shared_across_orgs_only_when_two_orgs_hold_it() -> None:
     org = np.array([1, 1, 1, 2, 3, 4, 6, 6])
     assert shared_across_orgs(value, org).tolist() == [False, False, False, True, True, False, False, False]
     assert shared_across_orgs(np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)).tolist() == []
+
+
+def test_a_value_s_first_org_leads_by_the_time_until_another_org_takes_it_up() -> None:
+    nan = float("nan")
+    value = np.array([5, 5, 5, 5, 7, 7, 9, 11, 11, 13, 13], dtype=np.uint64)
+    org = np.array([1, 2, 1, 3, 4, 4, 5, 6, 7, 8, 9])
+    since = np.array([100.0, 400.0, 250.0, 300.0, 0.0, 50.0, 0.0, 10.0, nan, nan, 60.0])
+    # 5: org 1 first (100), org 3 next at 300: its accounts lead by 200 and 50; 7 and 9: no other org holds them;
+    # 11: the other holder's time is unknown, so it may have been first; 13: an unknown holder has no lead itself
+    lead = lead_over_other_orgs(value, org, since)
+    assert lead.tolist() == [200.0, 0.0, 50.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    # the order of the elements does not matter
+    order = np.random.default_rng(1).permutation(len(value))
+    assert np.array_equal(lead_over_other_orgs(value[order], org[order], since[order]), lead[order])
+    assert lead_over_other_orgs(np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64), np.zeros(0)).size == 0
 
 
 @pytest.mark.parametrize("damaged", ["not-a-signature", "ABCDEF01" * 8, "0123abcd" * 3, ""])

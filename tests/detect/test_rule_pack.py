@@ -183,7 +183,7 @@ MEMBER_CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     ),
     "hydra-reasoning-cluster-card": (
         # a fresh account of the campaign paying from its card pool, not yet eliciting itself
-        {"account.payment_shared": 1.0, "account.reasoning_requests": 0.0},
+        {"account.payment_shared": 1.0, "account.payment_lead_days": 0.0, "account.reasoning_requests": 0.0},
         # a developer on the same residential exit, paying with a card of their own
         {"account.payment_shared": 0.0, "account.reasoning_requests": 0.0},
     ),
@@ -204,7 +204,11 @@ MEMBER_CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     ),
     "hydra-pooled-identity-cluster": (
         # an account paying with a card accounts of other orgs use
-        {"account.payment_shared": 1.0, "account.days_since_signup_at_first_request": 30.0},
+        {
+            "account.payment_shared": 1.0,
+            "account.payment_lead_days": 0.0,
+            "account.days_since_signup_at_first_request": 30.0,
+        },
         # a student of the cohort who went to work the day they signed up, with a card of their own
         {"account.payment_shared": 0.0, "account.days_since_signup_at_first_request": 0.5},
     ),
@@ -239,31 +243,61 @@ def test_reasoning_cluster_covers_a_proxy_account_whose_customers_dilute_its_eli
 
 def test_a_shared_card_alone_gets_a_challenge_and_harvesting_gets_a_block() -> None:
     """The two reasoning-cluster rules fire on the same clusters; a member whose only evidence is a card another
-    org uses (perhaps the card's owner, robbed by the campaign) is challenged, not blocked."""
+    org uses (perhaps a card's owner the pool's holders signed up with it within 30 days of) is challenged, not
+    blocked."""
     block, card = RULES["hydra-reasoning-cluster"], RULES["hydra-reasoning-cluster-card"]
     assert block.when == card.when
     assert (block.action, card.action) == (Action.BLOCK, Action.CHALLENGE)
     assert block.members is not None and card.members is not None
-    owner = {"account.reasoning_share": 0.0, "account.reasoning_requests": 0.0, "account.payment_shared": 1.0}
-    harvester = {"account.reasoning_share": 0.2, "account.reasoning_requests": 30.0, "account.payment_shared": 1.0}
-    assert card.members.holds(owner) and not block.members.holds(owner)
+    holder = {"account.reasoning_requests": 0.0, "account.payment_shared": 1.0, "account.payment_lead_days": 0.0}
+    harvester = {**holder, "account.reasoning_share": 0.2, "account.reasoning_requests": 30.0}
+    assert card.members.holds({**holder, "account.reasoning_share": 0.0}) and not block.members.holds(holder)
     assert block.members.holds(harvester)
 
 
 @pytest.mark.parametrize("share", [0.0, 0.049, 0.05, 0.3])
 @pytest.mark.parametrize("requests", [0.0, 2.0, 3.0, 40.0])
 @pytest.mark.parametrize("shared", [0.0, 1.0, 4.0])
-def test_the_two_reasoning_cluster_rules_cover_the_members_version_4_covered(
-    share: float, requests: float, shared: float
+@pytest.mark.parametrize("lead", [0.0, 29.9, 30.0, 200.0])
+def test_the_two_reasoning_cluster_rules_cover_the_members_version_4_covered_but_a_card_s_owner(
+    share: float, requests: float, shared: float, lead: float
 ) -> None:
     """Splitting the shared-card members off changed their action, not who is covered (so the detection figures
-    of docs/detection.md stand)."""
+    of docs/detection.md stand), except for the card's owner: a member that paid with the card for 30 days before
+    any other org's account did, and harvests no reasoning itself."""
     member = {
         "account.reasoning_share": share,
         "account.reasoning_requests": requests,
         "account.payment_shared": shared,
+        "account.payment_lead_days": lead,
     }
     block, card = RULES["hydra-reasoning-cluster"].members, RULES["hydra-reasoning-cluster-card"].members
     assert block is not None and card is not None
-    version_4 = share >= 0.05 or requests >= 3 or shared >= 1
+    version_4 = share >= 0.05 or requests >= 3 or (shared >= 1 and lead < 30)
     assert (block.holds(member) or card.holds(member)) == version_4
+
+
+# a stolen card's owner: a customer for 200 days before the pool's accounts signed up with the card, behaving as
+# one (the campaign's fresh holders of the same card lead by nothing)
+CARD_OWNER = {
+    "account.payment_shared": 1.0,
+    "account.payment_lead_days": 200.0,
+    "account.reasoning_share": 0.0,
+    "account.reasoning_requests": 0.0,
+    "account.phase_concentration": 0.1,
+    "account.days_since_signup_at_first_request": 150.0,
+}
+
+
+@pytest.mark.parametrize("rule_id", sorted(MEMBER_CASES))
+def test_no_cluster_rule_covers_a_stolen_card_s_owner_and_each_card_rule_covers_its_pool(rule_id: str) -> None:
+    members = RULES[rule_id].members
+    assert members is not None
+    assert not members.holds(CARD_OWNER)
+    if "account.payment_shared" in set(members.features()):
+        pool_account = {
+            **CARD_OWNER,
+            "account.payment_lead_days": 2.0,
+            "account.days_since_signup_at_first_request": 0.1,
+        }
+        assert members.holds(pool_account)

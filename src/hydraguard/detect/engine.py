@@ -38,6 +38,7 @@ from hydraguard.detect.linkage import (
     clusters_of,
     communities,
     evidence_graph,
+    lead_over_other_orgs,
     link,
     shared_across_orgs,
     value_hashes,
@@ -227,6 +228,15 @@ class _Linking:
     communities: Future[np.ndarray]
 
 
+@dataclass(frozen=True)
+class _Cards:
+    """Per account number: whether its card is also used by an account of another org, and for how many days it
+    paid with it before any such account signed up (0 unless its org was the card's first holder)."""
+
+    shared: np.ndarray
+    lead_days: np.ndarray
+
+
 @dataclass
 class _Joinable:
     """A cluster detected at the last linkage: new accounts can join it until the next one (`Engine._join`)."""
@@ -301,7 +311,7 @@ class Engine:
         self.cluster_of: dict[str, str] = {}
         self._payment = np.zeros(0, dtype=np.uint64)  # per account number: its card's hash as linkage keeps it, or 0
         self._signup = np.zeros(0)  # per account number: its registry signup time (NaN: unknown)
-        self._payment_shared_now: np.ndarray | None = None  # `_payment_shared()` until the registry changes
+        self._cards_now: _Cards | None = None  # `_cards()` until the registry changes
         self._clusters: Clusters | None = None  # the last linkage's
         self._linked_at = -math.inf  # when its graph was taken
         self._linking: _Linking | None = None  # a linkage in the worker process (`linkage_lag`)
@@ -333,7 +343,7 @@ class Engine:
             self._payment = np.concatenate([self._payment, np.zeros(grow, np.uint64)])
             self._signup = np.concatenate([self._signup, np.full(grow, np.nan)])
         self._signup[numbers] = accounts.column("signup_at").to_numpy(zero_copy_only=False).astype(np.float64)
-        self._payment_shared_now = None
+        self._cards_now = None
         cards = accounts.column("payment_fingerprint")
         valid = pc.is_valid(cards).to_numpy(zero_copy_only=False)
         self._payment[numbers] = 0
@@ -611,7 +621,7 @@ class Engine:
         then: `_template_shares`), with what their members have done until `at`; clusters without a member active
         since the cluster rules last ran are not judged."""
         self._template_share = template_share
-        payment_shared = self._payment_shared()
+        cards = self._cards()
         self._clusters, self._linked_at, self._joinable = clusters, linked_at, {}
         active, self._active[:] = self._active.copy(), False
         judged = []  # (cluster index, its confirmed members, their bar), for clusters with activity to judge
@@ -627,14 +637,14 @@ class Engine:
         detections = []
         for (index, confirmed, bar), start, end in zip(judged, bounds, bounds[1:], strict=False):
             member_features = {name: values[start:end] for name, values in every.items()}
-            features = self.cluster_features(confirmed, payment_shared, member_features)
+            features = self.cluster_features(confirmed, cards.shared, member_features)
             features["template_share"] = clusters.most_shared(index, Evidence.TEMPLATE) / len(clusters.members[index])
             values = {f"cluster.{n}": v for n, v in features.items()}
             hits = self.rules.evaluate("cluster", values)
             if not hits:
                 continue
             cluster_id = self._cluster_id(tuple(sorted(self.accounts.ids[n] for n in confirmed.tolist())))
-            covers = self._covers(confirmed, hits, payment_shared, member_features)
+            covers = self._covers(confirmed, hits, cards, member_features)
             covered = confirmed[np.logical_or.reduce(covers)]
             if len(covered) == 0:
                 continue
@@ -674,7 +684,7 @@ class Engine:
             return []
         owner, cluster, strength = self._clusters.strengths(*self.evidence.values_of(new))
         detections = []
-        payment_shared: np.ndarray | None = None
+        cards: _Cards | None = None
         for index in np.unique(cluster).tolist():
             joinable = self._joinable.get(index)
             if joinable is None:
@@ -685,8 +695,8 @@ class Engine:
             joining = joining[[ids[n] not in members for n in joining.tolist()]]
             if len(joining) == 0:
                 continue
-            payment_shared = self._payment_shared() if payment_shared is None else payment_shared
-            covers = self._covers(joining, list(earlier.hits), payment_shared, self.account_features(joining))
+            cards = self._cards() if cards is None else cards
+            covers = self._covers(joining, list(earlier.hits), cards, self.account_features(joining))
             covered = joining[np.logical_or.reduce(covers)]
             if len(covered) == 0:
                 continue
@@ -715,12 +725,12 @@ class Engine:
         return members[strength >= bar], float(active_bar)
 
     def _covers(
-        self, members: np.ndarray, hits: list[Hit], payment_shared: np.ndarray, features: dict[str, np.ndarray]
+        self, members: np.ndarray, hits: list[Hit], cards: _Cards, features: dict[str, np.ndarray]
     ) -> list[np.ndarray]:
         """Per hit, a mask over `members` of those it covers: for a rule with a `members` condition, those whose own
         features meet it (a bystander linked by a shared exit or a popular prompt shows none of the campaign's
         behaviour), else all of them. Each hit's action applies to its own members (`decide.policy`)."""
-        features = {**features, "payment_shared": payment_shared[members]}
+        features = {**features, "payment_shared": cards.shared[members], "payment_lead_days": cards.lead_days[members]}
         columns = {f"account.{n}": v.astype(float) for n, v in features.items()}
         everyone = np.ones(len(members), dtype=bool)
         return [everyone if h.members is None else h.members.holds_each(columns, len(members)) for h in hits]
@@ -743,7 +753,7 @@ class Engine:
         f = self.account_features(members) if member_features is None else member_features
         served = f["served"]
         weight = served / max(served.sum(), 1)
-        payment_shared = self._payment_shared() if payment_shared is None else payment_shared
+        payment_shared = self._cards().shared if payment_shared is None else payment_shared
         areas = self.accounts.areas[members].sum(axis=0)
         area_share = areas / max(areas.sum(), 1)
         signup = self._signup_of(members)
@@ -770,19 +780,25 @@ class Engine:
             features["phase_sync"] = float(in_step.mean())
         return features
 
-    def _payment_shared(self) -> np.ndarray:
-        """Per account number: its payment fingerprint is also used by an account of another org. Only a registry
-        load changes it (accounts that appear in events alone have no card), so it is kept until then."""
-        shared = np.zeros(len(self.accounts), dtype=bool)
+    def _cards(self) -> _Cards:
+        """Who shares a card with another org, and who held it first (`_Cards`). Only a registry load changes it
+        (accounts that appear in events alone have no card), so it is kept until then."""
+        count = len(self.accounts)
         if Evidence.PAYMENT not in self._kinds:
-            return shared
-        if self._payment_shared_now is None:
+            return _Cards(np.zeros(count, dtype=bool), np.zeros(count))
+        if self._cards_now is None:
             paying = np.flatnonzero(self._payment != 0)
-            now = np.zeros(len(self._payment), dtype=bool)
-            now[paying] = shared_across_orgs(self._payment[paying], self._org_numbers_for()[paying])
-            self._payment_shared_now = now
-        shared[: len(self._payment_shared_now)] = self._payment_shared_now
-        return shared
+            cards, orgs = self._payment[paying], self._org_numbers_for()[paying]
+            shared, lead = np.zeros(len(self._payment), dtype=bool), np.zeros(len(self._payment))
+            shared[paying] = shared_across_orgs(cards, orgs)
+            lead[paying] = lead_over_other_orgs(cards, orgs, self._signup[paying]) / 86_400
+            self._cards_now = _Cards(shared, lead)
+        known = len(self._cards_now.shared)
+        if known == count:
+            return self._cards_now
+        shared, lead = np.zeros(count, dtype=bool), np.zeros(count)
+        shared[:known], lead[:known] = self._cards_now.shared, self._cards_now.lead_days
+        return _Cards(shared, lead)
 
     def close(self) -> None:
         """Stop the worker process of lagged linkages, if one was started (a linkage in it is dropped)."""

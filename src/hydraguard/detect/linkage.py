@@ -715,6 +715,30 @@ def shared_across_orgs(value: np.ndarray, org: np.ndarray) -> np.ndarray:
     return repeated[at] == value
 
 
+def lead_over_other_orgs(value: np.ndarray, org: np.ndarray, since: np.ndarray) -> np.ndarray:
+    """Per (value, org, since) element: how long it held the value before any element of another org did (0 unless
+    its org was the value's first holder, or when no other org holds it). An unknown (NaN) `since` gives no lead
+    and counts as earliest against the others: a holder of unknown age could be the first."""
+    lead = np.zeros(len(value))
+    if len(value) == 0:
+        return lead
+    at = np.where(np.isnan(since), -np.inf, since)
+    order = np.lexsort((at, value))  # by value, each value's holders by time
+    held, holder, when = value[order], org[order], at[order]
+    starts = np.r_[True, held[1:] != held[:-1]]
+    group = np.cumsum(starts) - 1
+    first_org = holder[starts][group]
+    # each value's earliest holder of another org than its first: the first such element in time order
+    rivals = np.flatnonzero(holder != first_org)
+    rivals = rivals[np.r_[True, group[rivals][1:] != group[rivals][:-1]]] if len(rivals) else rivals
+    rival_at = np.full(int(group[-1]) + 1, np.nan)
+    rival_at[group[rivals]] = when[rivals]
+    with np.errstate(invalid="ignore"):
+        ahead = np.where(holder == first_org, rival_at[group] - when, 0.0)
+    lead[order] = np.where(np.isfinite(ahead) & (ahead > 0), ahead, 0.0)
+    return lead
+
+
 def _sorted_distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """`np.unique(values, return_inverse=True)` for values already sorted: one linear pass, no sort."""
     starts = np.r_[True, values[1:] != values[:-1]] if len(values) else np.zeros(0, dtype=bool)
