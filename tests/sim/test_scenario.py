@@ -108,6 +108,10 @@ def test_semantic_errors_are_explained() -> None:
     )
     tools = MINIMAL.replace("    activity:", "    sampling: {mode: fixed, fixed: {tools: hammer}}\n    activity:")
     assert "sampling.fixed.tools: Value error, unknown ['hammer']" in _error(tools)
+    owners = MINIMAL.replace("    activity:", "    payment: {scope: pool, cards: 3, pool_of: c}\n    activity:")
+    assert "population users: pool_of 'c' is not a campaign of this scenario" in _error(owners)
+    own_card = MINIMAL.replace("    activity:", "    payment: {scope: account, pool_of: c}\n    activity:")
+    assert "population users: only a legitimate population with scope pool has pool_of" in _error(own_card)
     assert "not valid YAML" in _error("name: [unclosed")
     assert "a scenario is a YAML mapping" in _error("- just a list")
 

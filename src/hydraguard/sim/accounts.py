@@ -263,8 +263,10 @@ def _payments(
         tokens = [f"{population}/account/{i}" for i in range(n)]
     elif payment.scope == "org":
         tokens = [f"{population}/org/{o}" for o in org_local.tolist()]
-    else:
+    elif payment.pool_of is None:
         tokens = [f"{payer}/pool/{c}" for c in rng.integers(payment.cards, size=n).tolist()]
+    else:  # the owners of a campaign's pool cards
+        tokens = [f"{payment.pool_of}/pool/{i % payment.cards}" for i in range(n)]
     cache: dict[str, str] = {}
     out: list[str | None] = []
     for token, paid in zip(tokens, has.tolist(), strict=True):

@@ -102,6 +102,9 @@ class Payment(_Model):
     share: Share = 0.5  # accounts with a payment method on file
     scope: Literal["account", "org", "pool"] = "org"  # own card, the org's card, or a card from a shared pool
     cards: Annotated[int, Field(ge=1)] = 1  # pool size, for scope `pool` (shared or stolen cards)
+    # a legitimate population with scope `pool` and a campaign id here holds that campaign's pool cards as their
+    # owners, account i card i: the customers its cards were stolen from
+    pool_of: str | None = None
 
 
 # -- network and client ------------------------------------------------------------------------------------
@@ -358,7 +361,13 @@ class Scenario(_Model):
         names = [p.name for p in self.populations]
         if len(set(names)) != len(names):
             raise ValueError(f"population names must be unique: {names}")
+        campaigns = {p.campaign for p in self.populations if isinstance(p, CampaignPopulation)}
         for pop in self.populations:
+            owned = pop.payment.pool_of
+            if owned is not None and not (isinstance(pop, LegitPopulation) and pop.payment.scope == "pool"):
+                raise ValueError(f"population {pop.name}: only a legitimate population with scope pool has pool_of")
+            if owned is not None and owned not in campaigns:
+                raise ValueError(f"population {pop.name}: pool_of {owned!r} is not a campaign of this scenario")
             if isinstance(pop, CampaignPopulation):
                 for phase in pop.activity.phases:
                     end = phase.end_day if phase.end_day is not None else self.days
