@@ -65,7 +65,7 @@ def _event(time: float, account: str, org: str, n: int, **fields: object) -> Req
     )
 
 
-def build_stream(with_bystander: bool = False) -> Stream:
+def build_stream(with_bystander: bool = False, bystander_days: float = 200.0) -> Stream:
     rng = np.random.default_rng(20260101)
     rows: list[dict[str, object]] = []
     events: list[RequestEvent] = []
@@ -102,15 +102,15 @@ def build_stream(with_bystander: bool = False) -> Stream:
                     template_hash=f"{task:016x}",
                 )
             )
-    people = [(account, f"org_user{i:02d}", f"card_home{i // 2}", 7 + i % 4) for i, account in enumerate(legit)]
-    if with_bystander:  # a stolen card's owner, a customer long before the pool used it, up at night
-        people.append((BYSTANDER, "org_bystander", "card_pool0", 0))
-    for i, (account, org, card, start_hour) in enumerate(people):
+    people = [(account, f"org_user{i:02d}", f"card_home{i // 2}", 7 + i % 4, 200.0) for i, account in enumerate(legit)]
+    if with_bystander:  # a stolen card's owner, a customer before the pool used it, up at night
+        people.append((BYSTANDER, "org_bystander", "card_pool0", 0, bystander_days))
+    for i, (account, org, card, start_hour, days) in enumerate(people):
         rows.append(
             {
                 "id": account,
                 "org_id": org,
-                "signup_at": T0 - 200 * DAY,
+                "signup_at": T0 - days * DAY,
                 "signup_ip": f"192.0.2.{i + 1}",
                 "email_domain": f"company{i}.example",
                 "payment_fingerprint": card,  # couples and flatmates share a card across their two orgs
@@ -484,6 +484,15 @@ def test_the_pool_s_holders_of_the_owner_s_card_are_covered(bystander_run: Obser
     assert holders <= challenged and holders <= blocked
     assert BYSTANDER not in challenged | blocked
     assert len(blocked & set(build_stream().campaign)) >= CAMPAIGN // 2
+
+
+def test_an_owner_of_less_than_30_days_standing_is_challenged_for_the_card_never_blocked() -> None:
+    """An owner who signed up 10 days before the pool's accounts did looks, to the registry, like the pool's first
+    holder: it is challenged (verification lets it through), not blocked, as before the lead counted."""
+    run = observe_all(build_stream(with_bystander=True, bystander_days=10.0))
+    assert run.engine._cards().lead_days[run.engine.accounts.index[BYSTANDER]] == pytest.approx(10 - 1 / 24)
+    hits = {h.rule_id for d in run.detections for i, h in enumerate(d.hits) if BYSTANDER in d.covered_by(i)}
+    assert hits == {"hydra-reasoning-cluster-card"}
 
 
 # -- between linkages: new accounts join a detected cluster ------------------------------------------------------
