@@ -243,8 +243,8 @@ def test_reasoning_cluster_covers_a_proxy_account_whose_customers_dilute_its_eli
 
 def test_a_shared_card_alone_gets_a_challenge_and_harvesting_gets_a_block() -> None:
     """The two reasoning-cluster rules fire on the same clusters; a member whose only evidence is a card another
-    org uses (perhaps a card's owner the pool's holders signed up with it within 30 days of) is challenged, not
-    blocked."""
+    org uses (perhaps a card's owner who became a customer less than 30 days before the pool used the card) is
+    challenged, not blocked."""
     block, card = RULES["hydra-reasoning-cluster"], RULES["hydra-reasoning-cluster-card"]
     assert block.when == card.when
     assert (block.action, card.action) == (Action.BLOCK, Action.CHALLENGE)
